@@ -1,0 +1,3 @@
+from molmo_edge.cli import main
+
+raise SystemExit(main())
