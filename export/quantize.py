@@ -1,0 +1,258 @@
+"""Reduced-precision copies of ONNX graphs: FP16, static INT8 (QDQ), dynamic INT8 (weights only).
+
+Which one for what:
+- `to_fp16`: halves the file; what GPUs run fastest. TensorRT 11 builds fp16 engines only from
+  fp16 graphs (see tensorrt.py).
+- `quantize_static_int8`: Q/DQ pairs with scales measured on calibration data (INT8 weights and
+  activations). With `for_tensorrt=True` (the default) every zero point is 0, the symmetric
+  scheme TensorRT requires, so the graph builds an explicitly quantised int8 engine.
+- `quantize_dynamic_int8`: INT8 weights, activations quantised on the fly at run time. No
+  calibration data needed; for ONNX Runtime on CPUs. TensorRT cannot build it
+  (DynamicQuantizeLinear / MatMulInteger are not in its parser).
+
+Graphs over the 2 GB protobuf limit keep weights in an external file `<graph>.onnx.data` next to
+the graph; every function here reads such graphs and writes one when the result is large (or
+when asked with `external_data=True`).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from molmo_edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Above this the serialized protobuf would approach its 2 GiB hard limit: write external data.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1_800_000_000
+
+# Fused normalisation ops stay fp32 in fp16 graphs. They square activations internally; the
+# residual stream of a decoder routinely holds values of several hundred to thousands, and
+# 300² = 90000 already exceeds fp16's largest finite value, 65504, which turns the variance into
+# inf and the normalised output into zeros. (Unfused norms are found by pattern, see
+# `norm_statistic_nodes`.)
+FP32_NORM_OPS = (
+    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "RMSNormalization", "GroupNormalization",
+)
+
+
+def _load(onnx_in: str | Path):
+    import onnx
+
+    onnx_in = Path(onnx_in)
+    if not onnx_in.is_file():
+        raise ConfigError(f"ONNX graph {onnx_in} not found")
+    return onnx.load(str(onnx_in))  # loads external weight files from the graph's folder too
+
+
+def _save(model, onnx_out: str | Path, external_data: bool | None) -> Path:
+    """Save, with weights in `<name>.data` beside the graph when asked or when the model is large."""
+    import onnx
+
+    onnx_out = Path(onnx_out)
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    if external_data is None:
+        external_data = model.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES
+    if external_data:
+        location = onnx_out.name + ".data"
+        (onnx_out.parent / location).unlink(missing_ok=True)  # onnx appends to an existing file
+        onnx.save_model(model, str(onnx_out), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=location, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(onnx_out))
+    return onnx_out
+
+
+def _require_fp32_graph(onnx_path: Path) -> None:
+    """INT8 quantisers start from the fp32 graph (ONNX Runtime writes fp16 scales that opset < 19 rejects)."""
+    from molmo_edge.export.onnx_io import graph_precision_facts
+
+    has_qdq, float_dtype = graph_precision_facts(onnx_path)
+    if float_dtype != "float32":
+        raise ConfigError(f"{onnx_path} has {float_dtype} weights: quantise the float32 graph instead")
+    if has_qdq:
+        raise ConfigError(f"{onnx_path} is already quantised (it has Q/DQ nodes)")
+
+
+def _uses_external_data(onnx_path: Path) -> bool:
+    from molmo_edge.export.onnx_io import external_data_locations, load_onnx_structure
+
+    return bool(external_data_locations(load_onnx_structure(onnx_path)))
+
+
+def _name_unnamed_nodes(graph, prefix: str = "node") -> None:
+    """Give every node a unique name (node block lists and error messages refer to nodes by name)."""
+    taken = {node.name for node in graph.node if node.name}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{prefix}_{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def norm_statistic_nodes(model) -> list[str]:
+    """Names of the nodes computing unfused norm statistics: x² → mean → + eps → sqrt (→ 1/·).
+
+    Exported RMSNorm / LayerNorm decompose into Pow(x, 2) (or Mul(x, x)), ReduceMean, Add(eps),
+    Sqrt and Reciprocal/Div. In fp16 the square and the mean overflow for |x| > 256; after the
+    square root the value is back in range, so exactly this chain is kept in fp32.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    constants[node.output[0]] = attribute.t
+
+    def is_square(node) -> bool:
+        if node is None:
+            return False
+        if node.op_type == "Mul" and len(node.input) == 2 and node.input[0] == node.input[1]:
+            return True
+        if node.op_type == "Pow" and len(node.input) == 2 and node.input[1] in constants:
+            exponent = numpy_helper.to_array(constants[node.input[1]])
+            return exponent.size == 1 and float(exponent.reshape(-1)[0]) == 2.0
+        return False
+
+    chain: list[str] = []
+    for node in graph.node:
+        if node.op_type not in ("ReduceMean", "ReduceSumSquare"):
+            continue
+        source = producers.get(node.input[0])
+        if node.op_type == "ReduceMean" and not is_square(source):
+            continue
+        if node.op_type == "ReduceMean":
+            chain.append(source.name)
+        chain.append(node.name)
+        # Follow the single-consumer path through the eps Add to the square root (and its reciprocal).
+        current = node
+        for _ in range(3):
+            nexts = consumers.get(current.output[0], [])
+            if len(nexts) != 1 or nexts[0].op_type not in ("Add", "Sqrt", "Reciprocal"):
+                break
+            current = nexts[0]
+            chain.append(current.name)
+            if current.op_type == "Reciprocal":
+                break
+    return list(dict.fromkeys(chain))
+
+
+def to_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = True,
+            keep_norms_fp32: bool = True, extra_fp32_ops: Sequence[str] = (),
+            external_data: bool | None = None) -> Path:
+    """Convert float32 weights and activations to float16, except where fp16 would break the numbers.
+
+    `keep_io_types`: inputs and outputs stay float32 (Cast nodes at the edges), so callers feed the
+    same arrays as to the fp32 graph. Note that an additive attention mask of float32's minimum
+    becomes -inf after that cast; rows with at least one unmasked position stay exact, a fully
+    masked row gives NaN, so build masks with float16's minimum for fp16 graphs.
+    `keep_norms_fp32`: keep normalisation statistics in fp32 (FP32_NORM_OPS + `norm_statistic_nodes`).
+    """
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = _load(onnx_in)
+    _name_unnamed_nodes(model.graph)
+    op_block_list = list(DEFAULT_OP_BLOCK_LIST) + list(extra_fp32_ops)
+    node_block_list: list[str] = []
+    if keep_norms_fp32:
+        op_block_list += list(FP32_NORM_OPS)
+        node_block_list = norm_statistic_nodes(model)
+    converted = convert_float_to_float16(
+        model, keep_io_types=keep_io_types, op_block_list=op_block_list, node_block_list=node_block_list,
+        # Shape inference of large graphs needs the weights in memory; onnx handles < 2 GB protos only.
+        disable_shape_infer=model.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES,
+    )
+    log.info("fp16: %d nodes kept in fp32 (%s)", len(node_block_list), ", ".join(node_block_list[:6]))
+    return _save(converted, onnx_out, external_data)
+
+
+CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
+
+
+def quantize_static_int8(onnx_in: str | Path, onnx_out: str | Path, reader, per_channel: bool = True,
+                         op_types: Sequence[str] = ("MatMul", "Gemm", "Conv"), for_tensorrt: bool = True,
+                         calibrate_method: CalibrationMethodName = "minmax", weights_matmul_only: bool = True,
+                         nodes_to_exclude: Iterable[str] = (), external_data: bool | None = None) -> Path:
+    """Static INT8 in QDQ format, with activation ranges measured by running `reader`'s samples.
+
+    `reader`: an ONNX Runtime CalibrationDataReader, e.g.
+    `molmo_edge.calibration.int8.OnnxCalibrationReader(CalibrationInputs(...))`.
+    `for_tensorrt`: signed int8 with zero points fixed at 0 (TensorRT's symmetric scheme) instead of
+    ONNX Runtime's default asymmetric activations. `per_channel`: one weight scale per output
+    channel (MatMul weights [K, N] → axis 1), which keeps narrow channels from losing all precision.
+    `weights_matmul_only`: quantise only MatMuls with a constant weight, leaving attention's
+    activation × activation products (Q·Kᵀ, P·V) in float, where int8 costs the most accuracy.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if calibrate_method not in methods:
+        raise ConfigError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
+    if not hasattr(reader, "get_next"):
+        raise ConfigError("reader must be an ONNX Runtime CalibrationDataReader (an object with get_next())")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    if not onnx_in.is_file():
+        raise ConfigError(f"ONNX graph {onnx_in} not found")
+    _require_fp32_graph(onnx_in)
+    if external_data is None:
+        external_data = _uses_external_data(onnx_in) or onnx_in.stat().st_size > EXTERNAL_DATA_THRESHOLD_BYTES
+    extra_options = {
+        "MatMulConstBOnly": weights_matmul_only,
+        "WeightSymmetric": True,
+        "ActivationSymmetric": for_tensorrt,
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    }
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        (onnx_out.parent / (onnx_out.name + ".data")).unlink(missing_ok=True)
+    quantize_static(
+        str(onnx_in), str(onnx_out), reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(op_types),
+        per_channel=per_channel,
+        activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(nodes_to_exclude),
+        use_external_data_format=bool(external_data),
+        calibrate_method=methods[calibrate_method],
+        extra_options=extra_options,
+    )
+    return onnx_out
+
+
+def quantize_dynamic_int8(onnx_in: str | Path, onnx_out: str | Path, op_types: Sequence[str] = ("MatMul", "Gemm"),
+                          per_channel: bool = False, external_data: bool | None = None) -> Path:
+    """INT8 weights for MatMul/Gemm; activations are quantised per call at run time (ONNX Runtime only)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    if not onnx_in.is_file():
+        raise ConfigError(f"ONNX graph {onnx_in} not found")
+    _require_fp32_graph(onnx_in)
+    if external_data is None:
+        external_data = _uses_external_data(onnx_in) or onnx_in.stat().st_size > EXTERNAL_DATA_THRESHOLD_BYTES
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        (onnx_out.parent / (onnx_out.name + ".data")).unlink(missing_ok=True)
+    quantize_dynamic(
+        str(onnx_in), str(onnx_out),
+        op_types_to_quantize=list(op_types),
+        per_channel=per_channel,
+        weight_type=QuantType.QInt8,
+        use_external_data_format=bool(external_data),
+    )
+    return onnx_out
