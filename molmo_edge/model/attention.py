@@ -1,0 +1,102 @@
+"""Multi-head attention for the three stages.
+
+- `ProjectedAttention`: q/k/v/o projections with biases, no positions; self-attention in the ViT,
+  cross-attention (one query per pooling window) in the connector.
+- `DecoderAttention`: the LLM's attention: GQA, q/k RMSNorm (Qwen3 per head or OLMo over the full
+  projection), rotary positions, a KV cache passed in and returned as plain tensors.
+
+All attention goes through `scaled_dot_product_attention` with an explicit additive float mask
+(0 = attend, finite large negative = blocked) and explicitly expanded kv heads: this exports to
+ONNX opset 17 as plain MatMul/Softmax and matches the reference to fp32 rounding.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from molmo_edge.model.config import TextConfig
+from molmo_edge.model.layers import RMSNorm, expand_kv_heads
+from molmo_edge.model.masks import mask_to_dtype
+from molmo_edge.model.rope import apply_rotary
+
+KVPair = tuple[torch.Tensor, torch.Tensor]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:
+    """q [B, H, Sq, hd], k/v [B, Hkv, Skv, hd], mask [B|1, 1, Sq, Skv] additive or None -> [B, Sq, H·hd].
+
+    n_rep = H / Hkv, passed as a Python int (a static fact of the config, not read from shapes).
+    """
+    k, v = expand_kv_heads(k, n_rep), expand_kv_heads(v, n_rep)
+    if mask is not None:
+        mask = mask_to_dtype(mask, q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Sq, hd]
+    b, h, s, hd = out.shape
+    return out.transpose(1, 2).reshape(b, s, h * hd)
+
+
+class ProjectedAttention(nn.Module):
+    """Biased q/k/v/o attention without positions (ViT blocks and the connector's pooling)."""
+
+    def __init__(self, in_size: int, out_size: int, num_heads: int, num_kv_heads: int, head_dim: int,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.q_proj = nn.Linear(in_size, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(in_size, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(in_size, num_kv_heads * head_dim, bias=bias)
+        self.o_proj = nn.Linear(num_heads * head_dim, out_size, bias=bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, Sq, in] attends to context [B, Skv, in] (x itself when None) -> [B, Sq, out]."""
+        context = x if context is None else context
+        b, s_q, _ = x.shape
+        s_kv = context.shape[1]
+        q = self.q_proj(x).view(b, s_q, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads))
+
+
+class DecoderAttention(nn.Module):
+    """Self-attention of one decoder layer, with rotary positions and a KV cache."""
+
+    def __init__(self, config: TextConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.qk_norm_type = config.qk_norm_type
+        hidden = config.hidden_size
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(hidden, q_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(hidden, kv_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(hidden, kv_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_size, hidden, bias=False)
+        per_head = config.qk_norm_type == "qwen3"
+        self.q_norm = RMSNorm(self.head_dim if per_head else q_size, eps=config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim if per_head else kv_size, eps=config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: KVPair | None = None) -> tuple[torch.Tensor, KVPair]:
+        """x [B, S, D], cos/sin [B, S, hd], mask [B, 1, S, S_past+S], past k/v [B, Hkv, S_past, hd].
+
+        Returns (out [B, S, D], (k, v) [B, Hkv, S_past+S, hd]).
+        """
+        b, s, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.qk_norm_type == "olmo":  # normalise the whole projection, before the head split
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(b, s, self.num_heads, self.head_dim)
+        k = k.view(b, s, self.num_kv_heads, self.head_dim)
+        if self.qk_norm_type == "qwen3":  # normalise each head's vector
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, S, hd]
+        v = v.view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if past is not None:
+            k = torch.cat((past[0].to(k.dtype), k), dim=2)
+            v = torch.cat((past[1].to(v.dtype), v), dim=2)
+        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads)), (k, v)
