@@ -27,3 +27,7 @@ class BackendUnavailableError(MolmoEdgeError):
 
 class SourceError(MolmoEdgeError):
     """A video source that cannot be opened or has gone away."""
+
+
+class InputError(MolmoEdgeError, ValueError):
+    """An image, frame list, timestamp list or prompt that cannot be used as model input."""

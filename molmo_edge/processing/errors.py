@@ -1,12 +1,8 @@
 """The error raised for unusable inputs to the processor (images, frames, timestamps, text).
 
-It derives from `MolmoEdgeError` (so the CLI prints it as one line) and from `ValueError` (so
-callers that already catch ValueError keep working).
+Defined in `molmo_edge.errors` with the other user-facing errors; re-exported here so that the
+processing modules keep one local import.
 """
-from __future__ import annotations
+from molmo_edge.errors import InputError
 
-from molmo_edge.errors import MolmoEdgeError
-
-
-class InputError(MolmoEdgeError, ValueError):
-    """An image, frame list, timestamp list or prompt that the processor cannot use."""
+__all__ = ["InputError"]
