@@ -1,6 +1,10 @@
 """molmo_edge.export: from a PyTorch model to a bundle of ONNX graphs (+ TensorRT engines).
 
 Modules (import the one you need; none is imported here, so `import molmo_edge.export` stays cheap):
+- `exporter`   `export_bundle`: checkpoint -> bundle (what `molmo-edge export` runs)
+- `onnx_export` the vit / connector / decoder graphs traced from the torch stages
+- `verify`     `verify_bundle`: a bundle against the torch model, stage by stage
+- `trt_engines` TensorRT profiles per graph and building a bundle's engines
 - `manifest`   the versioned `BundleManifest` (pydantic) written as manifest.json
 - `bundle`     `write_manifest`, `open_bundle` (refuses bundles that do not match), `is_bundle`
 - `onnx_io`    what an ONNX file declares (inputs, outputs, opset, external weights)

@@ -95,6 +95,44 @@ def _name_unnamed_nodes(graph, prefix: str = "node") -> None:
             taken.add(name)
 
 
+def topological_sort(graph) -> None:
+    """Reorder `graph.node` so every node comes after the producers of its inputs (stable otherwise).
+
+    onnxruntime's fp16 converter appends the Cast nodes it adds at the end of the node list; ONNX
+    Runtime sorts on load, but onnx.checker and the TensorRT parser require a sorted graph.
+    """
+    nodes = list(graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    emitted: set[int] = set()
+    entered: set[int] = set()  # a node met again before it is emitted would be a cycle: not expanded twice
+    order: list[int] = []
+
+    def emit(index: int) -> None:
+        stack = [(index, False)]
+        while stack:  # iterative depth-first: graphs have thousands of nodes
+            current, expanded = stack.pop()
+            if current in emitted:
+                continue
+            if expanded:
+                emitted.add(current)
+                order.append(current)
+                continue
+            if current in entered:
+                continue
+            entered.add(current)
+            stack.append((current, True))
+            for name in reversed(nodes[current].input):
+                source = producer.get(name)
+                if source is not None and source not in emitted and source != current:
+                    stack.append((source, False))
+
+    for index in range(len(nodes)):
+        emit(index)
+    if order != list(range(len(nodes))):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
+
+
 def norm_statistic_nodes(model) -> list[str]:
     """Names of the nodes computing unfused norm statistics: x² → mean → + eps → sqrt (→ 1/·).
 
@@ -176,6 +214,7 @@ def to_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = Tru
         disable_shape_infer=model.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES,
     )
     log.info("fp16: %d nodes kept in fp32 (%s)", len(node_block_list), ", ".join(node_block_list[:6]))
+    topological_sort(converted.graph)
     return _save(converted, onnx_out, external_data)
 
 

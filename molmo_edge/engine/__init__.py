@@ -21,6 +21,8 @@ _EXPORTS = {
     "GenerationOptions": "generation", "GenerationResult": "generation", "generate": "generation",
     "Answer": "engine", "Engine": "engine", "FrameFeatures": "engine",
     "TorchBackend": "torch_backend",
+    "OnnxBackend": "onnx_backend", "OnnxOptions": "onnx_backend", "load_bundle_model": "onnx_backend",
+    "TensorRTBackend": "tensorrt_backend",
     "QuantizationConfig": "quantization", "QuantizationReport": "quantization", "quantize_model": "quantization",
     "load_backend": "loading", "load_model": "loading",
     "read_image_rgb": "image_file",
