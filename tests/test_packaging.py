@@ -70,6 +70,22 @@ def test_core_imports_no_middleware():
         assert not pattern.search(path.read_text())
 
 
+def test_dependencies_point_one_way():
+    """core <- stream <- adapters; tools (training, export, calibration) are never imported by the core."""
+    adapters = re.compile(r"^\s*(import|from)\s+molmo_edge\.(publish|ros|commands|cli)\b", re.M)
+    tools = re.compile(r"^\s*(import|from)\s+molmo_edge\.(training|export)\b", re.M)
+    stream = re.compile(r"^\s*(import|from)\s+molmo_edge\.stream\b", re.M)
+    core = ["model", "processing", "grounding", "engine"]
+    for folder in core + ["stream"]:
+        for path in (ROOT / "molmo_edge" / folder).rglob("*.py"):
+            text = path.read_text()
+            assert not adapters.search(text), f"{path} imports an adapter"
+            if folder in core:
+                assert not stream.search(text), f"{path} (core) imports the stream"
+            if folder in core and folder != "engine":
+                assert not tools.search(text), f"{path} (core) imports training/export"
+
+
 def test_cli_lists_every_verb(capsys):
     from molmo_edge.cli import VERBS, main
 

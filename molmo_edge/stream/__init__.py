@@ -8,4 +8,9 @@ Modules (import what you need; nothing heavy is imported here):
     sampler.py      `FrameSampler`: frames at the model's fps, by timestamp
     tracker.py      `WindowTracker`: window-local object ids -> persistent track ids
     events.py       `Event`, the versioned message every output carries
+    window.py       `SlidingWindow`: the last N sampled frames, each encoded once (feature cache)
+    queries.py      `Query`, `QuerySet`: pointing / counting / tracking queries, changeable live
+    pipeline.py     `Pipeline`: model + source + queries in, events out (pull or push mode)
+    annotate.py     points and track ids drawn on frames; annotated video; contact sheet
+The ZeroMQ daemon that serves a pipeline is an adapter: `molmo_edge.publish.daemon`.
 """
