@@ -1,6 +1,6 @@
 """`Event`: one message per processed window and query, the same on every output.
 
-JSONL files, ZeroMQ (`molmo_edge.publish`) and ROS 2 (`~/raw`) all carry `Event.to_dict()`.
+JSONL files, ZeroMQ (`molmo_edge.publish`) and ROS 2 (`~/events`, std_msgs/String JSON) all carry `Event.to_dict()`.
 
 Schema rules (the schema only grows):
 - `v` is the schema version, `EVENT_SCHEMA_VERSION`. Adding an optional field with a default does

@@ -7,9 +7,10 @@ launch file overrides some, `declare_tracker_parameters` declares each with a Pa
 parameter otherwise). `parameter_change_validator` is an on-set-parameters callback that only
 validates, as ROS practice asks; the node reacts to accepted changes afterwards.
 
-Topics are remapped, not parameters: the node subscribes to `image` (+ `image/compressed`),
-`camera_info` and `depth`, and publishes `~/points`, `~/markers`, `~/detections`, `~/raw` and
-`/diagnostics`.
+Input topics are parameters (`image_topic`, `depth_topic`, `camera_info_topic`; read-only, set
+them with `-p` or a params file) whose relative defaults can also be remapped: the node subscribes
+to `image` (+ `image/compressed`), `camera_info` and `depth`, and `~/query`; it publishes
+`~/points`, `~/markers`, `~/detections`, `~/events` and `/diagnostics`.
 """
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from molmo_edge.errors import ConfigError
+from molmo_edge.errors import ConfigError, InputError
+from molmo_edge.stream.queries import Query
 
 Backend = Literal["auto", "torch", "onnx", "tensorrt"]
 
-# Changing these means reloading the model: they are read at configure/activate, so they are
-# declared read-only (set them in the YAML or the launch file, then restart the node).
-READ_ONLY = frozenset({"model", "backend", "device"})
+# Changing these means reloading the model or re-subscribing: they are read at configure/activate,
+# so they are declared read-only (set them in the YAML, the launch file or with -p).
+READ_ONLY = frozenset({"model", "backend", "device", "image_topic", "depth_topic", "camera_info_topic",
+                       "autostart"})
 
 
 class TrackerParams(BaseModel):
@@ -48,11 +51,17 @@ class TrackerParams(BaseModel):
     device: str = Field("", description="device such as cpu, cuda or cuda:1; empty: the backend's default")
     queries: list[str] = Field(["Track all circles."], min_length=1,
                                description="what to point at / track, one prompt per entry")
+    query: str = Field("", description="one query; when set it replaces `queries` (also settable on ~/query)")
     fps: float = Field(2.0, gt=0, le=30, description="frames per second sampled into the model")
+    window: int = Field(8, ge=1, le=128, description="sampled frames the model sees per window")
+    stride: int = Field(2, ge=1, le=128, description="evaluate a window every this many new sampled frames")
+    max_new_tokens: int = Field(256, ge=1, le=4096, description="longest answer the model may write per window")
     max_image_age_ms: float = Field(500.0, gt=0, description="drop camera frames older than this")
     frame_id: str = Field("", description="frame of the outputs; empty: the image's own frame_id")
     use_depth: bool = Field(False, description="look up depth on the `depth` topic to publish 3-D points")
     depth_window_px: int = Field(5, ge=1, le=51, description="side of the square window for the median depth")
+    max_depth_offset_ms: float = Field(100.0, gt=0, le=10_000,
+                                       description="a depth image further than this in time from a frame is not used")
     camera_info_file: str = Field("", description="camera_info YAML to use instead of the camera_info topic")
     publish_markers: bool = Field(True, description="publish ~/markers (visualization_msgs/MarkerArray)")
     publish_detections: bool = Field(True, description="publish ~/detections when vision_msgs is installed")
@@ -60,6 +69,43 @@ class TrackerParams(BaseModel):
     diagnostics_period_s: float = Field(1.0, gt=0, le=60, description="how often /diagnostics is published")
     min_rate_hz: float = Field(0.5, ge=0, le=1000, description="diagnostics WARN below this window rate")
     max_latency_ms: float = Field(2000.0, gt=0, description="diagnostics WARN above this latency")
+    image_topic: str = Field("image", min_length=1,
+                             description="sensor_msgs/Image topic; its `/compressed` sibling is read too")
+    depth_topic: str = Field("depth", min_length=1, description="depth image registered to the image (use_depth)")
+    camera_info_topic: str = Field("camera_info", min_length=1, description="sensor_msgs/CameraInfo of the camera")
+    autostart: bool = Field(False, description="configure and activate the lifecycle node right after start")
+
+    @pydantic.field_validator("queries")
+    @classmethod
+    def _queries_parse(cls, queries: list[str]) -> list[str]:
+        for text in queries:
+            _parse_query(text)
+        return queries
+
+    @pydantic.field_validator("query")
+    @classmethod
+    def _query_parses(cls, text: str) -> str:
+        if text:
+            _parse_query(text)
+        return text
+
+    @pydantic.model_validator(mode="after")
+    def _stride_fits(self) -> "TrackerParams":
+        if self.stride > self.window:
+            raise ValueError(f"stride ({self.stride}) cannot exceed window ({self.window})")
+        return self
+
+    @property
+    def active_queries(self) -> list[str]:
+        """What the model is asked: `query` when set, else `queries`."""
+        return [self.query] if self.query else list(self.queries)
+
+
+def _parse_query(text: str) -> None:
+    try:
+        Query.parse(text)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 _ROS_TYPES: dict[Any, ParameterType] = {
