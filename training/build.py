@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from molmo_edge.errors import ConfigError
+from molmo_edge.training.coordinate_prior import CoordinatePrior, CoordinateVocab, init_coordinate_rows
 from molmo_edge.training.packing import EpochShuffledSource
 from molmo_edge.training.recipes import JsonlData, ModelSpec, SyntheticData
 
@@ -50,8 +51,13 @@ def build_processor_config(model_config: Any, changes: dict[str, Any], base: Any
     return ProcessorConfig(**{**values, **changes})
 
 
-def build_model_and_processor(spec: ModelSpec, seed: int = 0) -> tuple[nn.Module, Any]:
-    """A recipe's starting model (fp32, CPU) and the processor that feeds it."""
+def build_model_and_processor(spec: ModelSpec, seed: int = 0,
+                              coordinates: CoordinatePrior | None = None) -> tuple[nn.Module, Any]:
+    """A recipe's starting model (fp32, CPU) and the processor that feeds it.
+
+    `coordinates.init_rows` gives a from-scratch model smooth coordinate-token rows
+    (training/coordinate_prior.py); a checkpoint's rows are never touched.
+    """
     from molmo_edge.model.checkpoint import load_checkpoint
     from molmo_edge.model.config import Molmo2Config, build_config
     from molmo_edge.model.molmo2 import Molmo2ForConditionalGeneration
@@ -76,6 +82,8 @@ def build_model_and_processor(spec: ModelSpec, seed: int = 0) -> tuple[nn.Module
     torch.manual_seed(seed)
     model = Molmo2ForConditionalGeneration(config)
     init_weights(model, spec.init_std)
+    if coordinates is not None and coordinates.init_rows:
+        init_coordinate_rows(model, CoordinateVocab.from_tokenizer(tokenizer), coordinates, seed=seed)
     processor = Processor(tokenizer, build_processor_config(config, spec.processor))
     return model, processor
 

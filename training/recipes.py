@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from molmo_edge.errors import ConfigError
+from molmo_edge.training.coordinate_prior import CoordinatePrior
 from molmo_edge.training.lora import LoraConfig
 from molmo_edge.training.optim import GroupLR, OptimConfig
 from molmo_edge.training.packing import PackingConfig
@@ -85,6 +86,7 @@ class Recipe(BaseModel):
     packing: PackingConfig = PackingConfig()
     optim: OptimConfig = OptimConfig()
     weighting: TokenWeighting = TokenWeighting()
+    coordinates: CoordinatePrior = CoordinatePrior()
     lora: LoraConfig | None = None
 
     steps: int = Field(1000, ge=1, description="optimizer steps")
@@ -106,17 +108,45 @@ class Recipe(BaseModel):
 
 
 def _tiny_synthetic() -> Recipe:
-    lr = GroupLR(lr=1e-3, warmup_steps=100)
+    """The shipped model (molmo_edge/assets/tiny-synthetic/MODEL_CARD.md has its training log).
+
+    Sizes from the pilots (MODEL_CARD.md): a 224 px crop of 14 px patches (16 x 16 per crop); a
+    256 px scene is one global crop plus one high-res crop (max_crops 1), a video frame is one crop
+    pooled 3 x 3 into 6 x 6 tokens. The ViT's cost dominates a step (every crop of every frame), so
+    it is narrow (128 wide: the same held-out loss as 192 wide in the pilots, at ~2/3 of the step
+    time), and each image / clip carries up to 6 questions (message-tree branches are cheap).
+    """
+    vit = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 2,
+           "num_key_value_heads": 2, "head_dim": 64, "image_size": [224, 224], "patch_size": 14}
+    adapter = {"vision_feature_layer": [-1, -3], "hidden_size": 128, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 1024, "text_hidden_size": 256}
+    text = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 64, "max_position_embeddings": 4096,
+            "rope": {"rope_type": "default", "rope_theta": 10_000.0}}
+    # ViT and connector learn 5x slower than the LLM: they have no normalisation at their output,
+    # and at 1e-3 AdamW's ~2 %-per-step relative weight changes compound through the ViT ->
+    # pooling -> SwiGLU chain (the visual tokens grew from 0.06 to ~1000 rms in 250 steps).
+    slow = GroupLR(lr=2e-4, warmup_steps=150)
+    lr = GroupLR(lr=1e-3, warmup_steps=150)
     return Recipe(
         name="tiny-synthetic",
-        # Placeholder size until the shipped model's size is fixed: the tiny-test decoder with
-        # 112 px crops (8 x 8 patches of 14 px), up to 4 high-res crops of a 256 px scene.
-        model=ModelSpec(preset="tiny-test", overrides={"vision": {"image_size": [112, 112]}},
-                        processor={"overlap_margins": [2, 2], "max_crops": 4}),
-        data=SyntheticData(),
-        packing=PackingConfig(max_tokens=1024, max_crops=24, pool_size=48),
-        optim=OptimConfig(vit=lr, connector=GroupLR(lr=2e-3, warmup_steps=50), llm=lr),
-        steps=3000, batch_size=4, num_workers=1, save_every=500, log_every=20,
+        # init_std 0.05 (about 1/sqrt(fan_in) at these widths): the ViT -> attention pooling ->
+        # SwiGLU chain multiplies scales, and at 0.02 the visual tokens start ~5000x smaller than
+        # the text embeddings they are added to (4e-6 vs 0.02 rms), so the decoder sees every image
+        # token as the same <im_patch> embedding. The pilot run at 0.02 learnt the answer grammar but
+        # no localisation in 600 steps, while AdamW blew the visual tokens up to ~400 rms. At 0.05
+        # they start at the embeddings' scale (0.06 vs 0.05 rms).
+        model=ModelSpec(preset="tiny-test", overrides={"vision": vit, "adapter": adapter, "text": text},
+                        processor={"overlap_margins": [2, 2], "max_crops": 1}, init_std=0.05),
+        data=SyntheticData(seed=0, video_fraction=0.5, task={"examples_per_input": 6}),
+        packing=PackingConfig(max_tokens=2048, max_crops=24, pool_size=48),
+        optim=OptimConfig(vit=slow, connector=slow, llm=lr),
+        # Coordinates are one token each (1001 unrelated classes): the pilots learnt the answer
+        # grammar in ~150 steps but coordinates stayed near chance (5.6 nats/token at step 500).
+        # Smooth coordinate rows + Gaussian soft targets (training/coordinate_prior.py) fix that.
+        coordinates=CoordinatePrior(label_sigma=10.0, init_rows=True),
+        steps=3000, batch_size=1, num_workers=1, save_every=250, log_every=10, keep_checkpoints=0,
+        eval_every=250, eval_items=16,
     )
 
 

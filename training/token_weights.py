@@ -85,18 +85,27 @@ class LossParts:
 
 
 def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                        normalizer: float | torch.Tensor, z_loss_weight: float = 1e-4) -> LossParts:
+                        normalizer: float | torch.Tensor, z_loss_weight: float = 1e-4,
+                        soft_targets=None) -> LossParts:
     """Weighted cross-entropy + z-loss over the loss tokens only.
 
     logits: [N, V] at the loss positions (any float dtype; computed in fp32 here),
     labels: [N] int64 target ids, weights: [N] float per-token weights (> 0),
     normalizer: global_sum(w) / world_size for the whole optimizer step (see module doc).
+    soft_targets: optional `coordinate_prior.SoftCoordinateTargets`: coordinate labels then use a
+    Gaussian target over neighbouring values (cross-entropy against a distribution).
     """
     if logits.shape[0] != labels.shape[0] or labels.shape != weights.shape:
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
                          f"weights {tuple(weights.shape)}")
     logits_f32 = logits.float()
     ce = F.cross_entropy(logits_f32, labels, reduction="none")  # [N]
+    if soft_targets is not None:
+        rows, ids, probs = soft_targets.for_labels(labels)       # [M], [M, W], [M, W]
+        if rows.numel():
+            log_probs = F.log_softmax(logits_f32.index_select(0, rows), dim=-1)   # [M, V]
+            soft_ce = -(probs * log_probs.gather(1, ids)).sum(dim=1)              # [M]
+            ce = ce.index_copy(0, rows, soft_ce)
     z = torch.logsumexp(logits_f32, dim=-1)                      # [N]
     w = weights.to(ce.dtype)
     weighted_ce = (w * ce).sum()

@@ -63,7 +63,7 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
 
 def micro_batch_loss(wrapper: nn.Module, batch: TrainingBatch, normalizer: float, weighting: TokenWeighting,
                      device: torch.device, autocast_dtype: torch.dtype | None = None,
-                     mask_dtype: torch.dtype = torch.float32) -> LossParts:
+                     mask_dtype: torch.dtype = torch.float32, soft_targets=None) -> LossParts:
     """Forward one micro-batch and return its weighted loss (call .total.backward())."""
     batch = batch.to(device)
     labels = batch.labels.reshape(-1)
@@ -72,7 +72,8 @@ def micro_batch_loss(wrapper: nn.Module, batch: TrainingBatch, normalizer: float
         logits = wrapper(batch.input_ids, batch.position_ids, batch.attention_mask(mask_dtype), loss_index,
                          batch.pixel_values, batch.token_pooling)
     return weighted_token_loss(logits, labels[loss_index], batch.loss_weights.reshape(-1)[loss_index],
-                               normalizer=normalizer, z_loss_weight=weighting.z_loss_weight)
+                               normalizer=normalizer, z_loss_weight=weighting.z_loss_weight,
+                               soft_targets=soft_targets)
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ from molmo_edge.errors import CheckpointError, ConfigError
 from molmo_edge.training import checkpointing as ckpt
 from molmo_edge.training import distributed as dist_utils
 from molmo_edge.training.build import build_model_and_processor, build_source
+from molmo_edge.training.coordinate_prior import build_soft_targets
 from molmo_edge.training.collate import PackedCollator, TrainingBatch
 from molmo_edge.training.example_encoder import ExampleEncoder
 from molmo_edge.training.lora import apply_lora
@@ -130,8 +131,9 @@ class Trainer:
         if state is not None and recipe.lora is None:
             # Full training: the step folder holds the exact (fp32) weights.
             spec = spec.model_copy(update={"init_from": str(self.resume_from), "processor": {}})
-        model, processor = build_model_and_processor(spec, seed=recipe.seed)
+        model, processor = build_model_and_processor(spec, seed=recipe.seed, coordinates=recipe.coordinates)
         self.config, self.processor = model.config, processor
+        self.soft_targets = build_soft_targets(recipe.coordinates, processor.tokenizer, self.config.text.vocab_size)
         if recipe.lora is not None:
             if not recipe.model.init_from:
                 log.warning("LoRA on a randomly initialised model: only the adapters train")
@@ -251,7 +253,7 @@ class Trainer:
         ce_sum = z_sum = 0.0
         for batch in micro:
             parts = micro_batch_loss(self.wrapper, batch, normalizer, self.recipe.weighting, ctx.device,
-                                     self.autocast)
+                                     self.autocast, soft_targets=self.soft_targets)
             parts.total.backward()
             ce_sum += float(parts.weighted_ce_sum)
             z_sum += float(parts.weighted_z_sum)

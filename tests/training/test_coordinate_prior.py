@@ -1,0 +1,87 @@
+"""The coordinate prior: smooth coordinate-token rows and Gaussian soft targets."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from molmo_edge.model.config import Molmo2Config
+from molmo_edge.model.molmo2 import Molmo2ForConditionalGeneration
+from molmo_edge.training.coordinate_prior import (
+    CoordinatePrior, CoordinateVocab, SoftCoordinateTargets, build_soft_targets, init_coordinate_rows,
+)
+from molmo_edge.training.token_weights import weighted_token_loss
+from molmo_edge.training.tokenizer_builder import build_tokenizer
+
+TOKENIZER = build_tokenizer()
+
+
+def test_vocab_finds_every_coordinate_in_both_variants():
+    vocab = CoordinateVocab.from_tokenizer(TOKENIZER)
+    assert vocab.ids.shape == (2, 1001)
+    assert vocab.n_tokens == 2002
+    spaced = vocab.ids[[i for i in range(2) if TOKENIZER.decode([int(vocab.ids[i, 456])]) == " 456"][0]]
+    assert TOKENIZER.encode(" 456") == [int(spaced[456])]
+    assert TOKENIZER.decode([int(spaced[1000])]) == " 1000"
+    # object ids ("Ġ1") and timestamps are not coordinates
+    assert TOKENIZER.encode(" 1")[0] not in set(vocab.ids.flatten().tolist())
+
+
+def test_soft_targets_are_gaussians_over_the_same_variant():
+    vocab = CoordinateVocab.from_tokenizer(TOKENIZER)
+    targets = SoftCoordinateTargets(vocab, TOKENIZER.base_vocab_size, sigma=5.0)
+    for variant in vocab.ids:
+        for value in (0, 3, 500, 998, 1000):
+            token = int(variant[value])
+            ids, probs = targets.window_ids[token], targets.window_probs[token]
+            assert abs(float(probs.sum()) - 1.0) < 1e-6
+            best = int(ids[probs.argmax()])
+            assert best == token                                    # the mode is the true value
+            kept = ids[probs > 0]
+            assert set(kept.tolist()) <= set(variant.tolist())     # never the other variant
+            values = [int((variant == i).nonzero()) for i in kept]
+            assert max(abs(v - value) for v in values) <= 15
+    text_token = TOKENIZER.encode("circle")[0]
+    assert not bool(targets.is_coordinate[text_token])
+
+
+def test_soft_loss_trains_the_neighbourhood_and_leaves_text_alone():
+    vocab = CoordinateVocab.from_tokenizer(TOKENIZER)
+    V = TOKENIZER.base_vocab_size
+    targets = SoftCoordinateTargets(vocab, V, sigma=4.0)
+    spaced = vocab.ids[1] if TOKENIZER.decode([int(vocab.ids[1, 0])]).startswith(" ") else vocab.ids[0]
+    labels = torch.tensor([TOKENIZER.encode("circle")[0], int(spaced[500])])
+    weights = torch.ones(2)
+
+    def grads(soft: bool) -> torch.Tensor:
+        logits = torch.zeros(2, V, requires_grad=True)           # an untrained model: uniform
+        parts = weighted_token_loss(logits, labels, weights, 1.0, z_loss_weight=0.0,
+                                    soft_targets=targets if soft else None)
+        parts.total.backward()
+        return logits.grad
+
+    soft, plain = grads(True), grads(False)
+    near, far = int(spaced[503]), int(spaced[900])
+    assert plain[1, near] > 0                  # one-hot: a neighbour is pushed down like any wrong token
+    assert soft[1, near] < 0 < soft[1, far]    # soft: the neighbourhood is pulled up, far values down
+    assert soft[1, int(spaced[500])] < soft[1, near]   # the true value most of all
+    assert torch.allclose(soft[0], plain[0])  # text tokens keep the plain cross-entropy
+
+
+def test_smooth_rows_make_neighbouring_values_similar():
+    config = Molmo2Config.preset("tiny-test").with_tokenizer(TOKENIZER)
+    model = Molmo2ForConditionalGeneration(config)
+    vocab = CoordinateVocab.from_tokenizer(TOKENIZER)
+    rms_before = float(model.lm_head.weight.detach().pow(2).mean().sqrt())
+    assert init_coordinate_rows(model, vocab, CoordinatePrior(init_rows=True), seed=0) == 2002
+    for matrix in (model.decoder.embed_tokens.weight, model.lm_head.weight):
+        rows = F.normalize(matrix[vocab.ids[0]].float(), dim=-1)
+        near = float((rows[100:900] * rows[101:901]).sum(-1).mean())
+        far = float((rows[100:500] * rows[600:1000]).sum(-1).abs().mean())
+        assert near > 0.8 and far < 0.5, (near, far)
+    # the smooth rows sit at the scale of the rest of the matrix
+    assert abs(float(model.lm_head.weight.detach()[vocab.ids[0]].pow(2).mean().sqrt()) / rms_before - 1) < 0.3
+
+
+def test_disabled_prior_builds_nothing():
+    assert build_soft_targets(CoordinatePrior(), TOKENIZER, TOKENIZER.base_vocab_size) is None
+    assert build_soft_targets(CoordinatePrior(label_sigma=6), TOKENIZER, TOKENIZER.base_vocab_size) is not None
