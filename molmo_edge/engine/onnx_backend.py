@@ -162,6 +162,10 @@ class OnnxBackend(Backend):
         device_type = "cuda" if on_gpu else "cpu"
         self.graphs = {name: _Graph(self._session(name), device_type, self.device_id) for name in io.GRAPH_NAMES}
         self._check_decoder_io()
+        # Constant decode-step feeds: no visual token is added to a generated token.
+        self._past_names = io.past_names(self.config.text.num_hidden_layers)
+        self._no_visual = np.zeros((1, self.config.text.hidden_size), np.float32)
+        self._no_visual_index = np.zeros((1, 1), np.int64)
         log.info("onnx backend: %s (%s) on %s", bundle.path, self.precision, ", ".join(self.providers))
 
     @classmethod
@@ -196,7 +200,16 @@ class OnnxBackend(Backend):
     def decode(self, token_id: int, state: BackendState) -> tuple[torch.Tensor, OnnxState]:
         self._check_state(state)
         check_decode_input(token_id, state, self.vocab_size, self.max_context_tokens)
-        return self.extend([int(token_id)], state)
+        # The per-token hot path: the feeds `extend_feeds` would build for one token, made directly (the
+        # mask of one new token over the cache is all zeros: everything before it is visible), so a step
+        # costs little more than the graph itself.
+        length = state.length
+        feeds: dict[str, Any] = {
+            "input_ids": np.array([[int(token_id)]], np.int64), "visual_tokens": self._no_visual,
+            "visual_index": self._no_visual_index, "attention_mask": np.zeros((1, 1, 1, length + 1), np.float32),
+            "position_ids": np.array([[length]], np.int64)}
+        feeds.update(zip(self._past_names, state.past))
+        return self._run_decoder(feeds, new_length=length + 1)
 
     def extend(self, token_ids: list[int], state: BackendState) -> tuple[torch.Tensor, OnnxState]:
         """Append several tokens in one decoder call (causal among themselves); logits of the last one."""
