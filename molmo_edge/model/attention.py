@@ -23,15 +23,18 @@ from molmo_edge.model.rope import apply_rotary
 KVPair = tuple[torch.Tensor, torch.Tensor]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, n_rep: int,
+           head_dim: int) -> torch.Tensor:
     """q [B, H, Sq, hd], k/v [B, Hkv, Skv, hd], mask [B|1, 1, Sq, Skv] additive or None -> [B, Sq, H·hd].
 
-    n_rep = H / Hkv, passed as a Python int (a static fact of the config, not read from shapes).
+    n_rep = H / Hkv and head_dim are passed as Python ints (static facts of the config, not read
+    from shapes): SDPA's default scale is computed from q's shape at run time, which the ONNX
+    exporter turns into a Shape -> Sqrt -> Div chain in every attention of every decode step.
     """
     k, v = expand_kv_heads(k, n_rep), expand_kv_heads(v, n_rep)
     if mask is not None:
         mask = mask_to_dtype(mask, q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, Sq, hd]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=head_dim ** -0.5)  # [B, H, Sq, hd]
     b, h, s, hd = out.shape
     return out.transpose(1, 2).reshape(b, s, h * hd)
 
@@ -57,7 +60,7 @@ class ProjectedAttention(nn.Module):
         q = self.q_proj(x).view(b, s_q, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads))
+        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads, self.head_dim))
 
 
 class DecoderAttention(nn.Module):
@@ -99,4 +102,4 @@ class DecoderAttention(nn.Module):
         if past is not None:
             k = torch.cat((past[0].to(k.dtype), k), dim=2)
             v = torch.cat((past[1].to(v.dtype), v), dim=2)
-        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads)), (k, v)
+        return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads, self.head_dim)), (k, v)
