@@ -24,6 +24,7 @@ from torch import nn
 from molmo_edge.engine import graph_io as io
 from molmo_edge.errors import ConfigError, MolmoEdgeError
 from molmo_edge.export.manifest import GraphSpec
+from molmo_edge.export.onnx_io import constant_values
 from molmo_edge.model.inputs import add_visual_tokens
 from molmo_edge.model.molmo2 import Molmo2ForConditionalGeneration
 
@@ -74,17 +75,6 @@ def _save_onnx(model_proto, path: Path, external_data: bool) -> None:
         onnx.save_model(model_proto, str(path))
 
 
-def _constant_values(graph) -> dict[str, object]:
-    """name -> TensorProto of the graph's initializers and Constant nodes."""
-    values = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    values[node.output[0]] = attribute.t
-    return values
-
-
 def integer_clips_to_max_min(model_proto) -> int:
     """Rewrite Clip on integer tensors as Max / Min; returns how many were rewritten.
 
@@ -94,7 +84,7 @@ def integer_clips_to_max_min(model_proto) -> int:
     from onnx import TensorProto, helper
 
     graph = model_proto.graph
-    constants = _constant_values(graph)
+    constants = constant_values(graph)
     integer_types = {TensorProto.INT32, TensorProto.INT64}
     rewritten = 0
     for position in range(len(graph.node) - 1, -1, -1):

@@ -78,6 +78,21 @@ def describe_model(model, file_name: str) -> GraphSpec:
     return GraphSpec(file=file_name, inputs=inputs, outputs=outputs, opset=default_opset(model))
 
 
+def constant_values(graph) -> dict[str, object]:
+    """name -> TensorProto of the graph's initializers and Constant nodes (top level only).
+
+    The exporter writes small constants (exponents, clip bounds) as either; graph rewrites that
+    need a constant's value look it up here without caring which.
+    """
+    values = {init.name: init for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    values[node.output[0]] = attribute.t
+    return values
+
+
 def external_data_locations(model) -> set[str]:
     """Relative paths of the external weight files the model's initializers point at (all subgraphs)."""
     from onnx.external_data_helper import uses_external_data

@@ -83,6 +83,26 @@ def _uses_external_data(onnx_path: Path) -> bool:
     return bool(external_data_locations(load_onnx_structure(onnx_path)))
 
 
+def _prepare_int8(onnx_in: str | Path, onnx_out: str | Path,
+                  external_data: bool | None) -> tuple[Path, Path, bool]:
+    """Checks and output set-up shared by the INT8 quantisers: (onnx_in, onnx_out, external_data).
+
+    Refuses a missing, non-fp32 or already quantised input. `external_data` None: external when the
+    input is, or when it is large. A stale `<out>.data` is removed because the quantisers append
+    to an existing one.
+    """
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    if not onnx_in.is_file():
+        raise ConfigError(f"ONNX graph {onnx_in} not found")
+    _require_fp32_graph(onnx_in)
+    if external_data is None:
+        external_data = _uses_external_data(onnx_in) or onnx_in.stat().st_size > EXTERNAL_DATA_THRESHOLD_BYTES
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    if external_data:
+        (onnx_out.parent / (onnx_out.name + ".data")).unlink(missing_ok=True)
+    return onnx_in, onnx_out, bool(external_data)
+
+
 def _name_unnamed_nodes(graph, prefix: str = "node") -> None:
     """Give every node a unique name (node block lists and error messages refer to nodes by name)."""
     taken = {node.name for node in graph.node if node.name}
@@ -142,18 +162,15 @@ def norm_statistic_nodes(model) -> list[str]:
     """
     from onnx import numpy_helper
 
+    from molmo_edge.export.onnx_io import constant_values
+
     graph = model.graph
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    constants = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    constants[node.output[0]] = attribute.t
+    constants = constant_values(graph)
 
     def is_square(node) -> bool:
         if node is None:
@@ -243,21 +260,13 @@ def quantize_static_int8(onnx_in: str | Path, onnx_out: str | Path, reader, per_
         raise ConfigError(f"calibrate_method must be one of {sorted(methods)}, got {calibrate_method!r}")
     if not hasattr(reader, "get_next"):
         raise ConfigError("reader must be an ONNX Runtime CalibrationDataReader (an object with get_next())")
-    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    if not onnx_in.is_file():
-        raise ConfigError(f"ONNX graph {onnx_in} not found")
-    _require_fp32_graph(onnx_in)
-    if external_data is None:
-        external_data = _uses_external_data(onnx_in) or onnx_in.stat().st_size > EXTERNAL_DATA_THRESHOLD_BYTES
+    onnx_in, onnx_out, external_data = _prepare_int8(onnx_in, onnx_out, external_data)
     extra_options = {
         "MatMulConstBOnly": weights_matmul_only,
         "WeightSymmetric": True,
         "ActivationSymmetric": for_tensorrt,
         "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
     }
-    onnx_out.parent.mkdir(parents=True, exist_ok=True)
-    if external_data:
-        (onnx_out.parent / (onnx_out.name + ".data")).unlink(missing_ok=True)
     quantize_static(
         str(onnx_in), str(onnx_out), reader,
         quant_format=QuantFormat.QDQ,
@@ -278,15 +287,7 @@ def quantize_dynamic_int8(onnx_in: str | Path, onnx_out: str | Path, op_types: S
     """INT8 weights for MatMul/Gemm; activations are quantised per call at run time (ONNX Runtime only)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    if not onnx_in.is_file():
-        raise ConfigError(f"ONNX graph {onnx_in} not found")
-    _require_fp32_graph(onnx_in)
-    if external_data is None:
-        external_data = _uses_external_data(onnx_in) or onnx_in.stat().st_size > EXTERNAL_DATA_THRESHOLD_BYTES
-    onnx_out.parent.mkdir(parents=True, exist_ok=True)
-    if external_data:
-        (onnx_out.parent / (onnx_out.name + ".data")).unlink(missing_ok=True)
+    onnx_in, onnx_out, external_data = _prepare_int8(onnx_in, onnx_out, external_data)
     quantize_dynamic(
         str(onnx_in), str(onnx_out),
         op_types_to_quantize=list(op_types),

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from molmo_edge.errors import ConfigError
-from molmo_edge.training.coordinate_prior import CoordinatePrior, CoordinateVocab, init_coordinate_rows
+from molmo_edge.training.coordinate_prior import (CoordinatePrior, CoordinateVocab, init_coordinate_rows,
+                                                   init_vit_positions)
 from molmo_edge.training.packing import EpochShuffledSource
 from molmo_edge.training.recipes import JsonlData, ModelSpec, SyntheticData
 
@@ -84,6 +85,8 @@ def build_model_and_processor(spec: ModelSpec, seed: int = 0,
     init_weights(model, spec.init_std)
     if coordinates is not None and coordinates.init_rows:
         init_coordinate_rows(model, CoordinateVocab.from_tokenizer(tokenizer), coordinates, seed=seed)
+    if coordinates is not None and coordinates.init_positions:
+        init_vit_positions(model, seed=seed)
     processor = Processor(tokenizer, build_processor_config(config, spec.processor))
     return model, processor
 

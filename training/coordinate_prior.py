@@ -17,7 +17,12 @@ its checkpoint layout or its decoding:
    (σ in coordinate units, the same tokenizer variant) instead of a one-hot, so a near miss is
    rewarded and every step trains the whole neighbourhood. Greedy decoding still takes the mode.
 
-Both only touch the tokens whose text is a coordinate (%03d numbers and 1000, with or without the
+3. Smooth positions (`init_positions`): the ViT's learned position embedding starts as a random
+   projection of 2-D Fourier features of each patch's (row, column), so where a patch sits is a
+   smooth, linearly readable signal in every visual token from step 0. A from-scratch ViT with
+   N(0, std) position rows must first discover that neighbouring patches are neighbours; with this
+   start the decoder only has to learn a readout from "where" features to coordinate rows.
+The first two only touch the tokens whose text is a coordinate (%03d numbers and 1000, with or without the
 leading space); every other token trains with the plain Molmo2 loss.
 """
 from __future__ import annotations
@@ -45,6 +50,8 @@ class CoordinatePrior(BaseModel):
                                                "(from-scratch models only)")
     n_frequencies: int = Field(16, ge=1, description="Fourier frequencies of the smooth rows")
     max_cycles: float = Field(64.0, gt=0, description="highest frequency, in cycles per 0..1000 range")
+    init_positions: bool = Field(False, description="initialise the ViT position embedding from 2-D Fourier "
+                                                    "features of the patch grid (from-scratch models only)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,32 @@ def init_coordinate_rows(model, vocab: CoordinateVocab, prior: CoordinatePrior, 
             rows = 0.995 * smooth[present] + 0.1 * noise
             matrix[variant[present]] = rows.to(matrix.dtype)
     return vocab.n_tokens
+
+
+@torch.no_grad()
+def init_vit_positions(model, seed: int = 0, n_frequencies: int = 8) -> None:
+    """Overwrite the ViT position embedding [rows·cols, Dv] with smooth 2-D rows.
+
+    Features per patch: cos/sin of its row and of its column at `n_frequencies` geometric
+    frequencies (0.5 .. rows/4 cycles per crop: half of Nyquist, so neighbours stay alike) -> [P, 4F], times a fixed random projection
+    [4F, Dv], rescaled to the RMS the random init gave the matrix (so the ViT sees the scale it
+    was initialised for).
+    """
+    vision = model.vision
+    table = vision.positional_embedding                                                # [P, Dv]
+    n_rows, n_cols = model.config.vision.grid_size
+    generator = torch.Generator().manual_seed(seed + 1)
+    cycles = torch.logspace(math.log10(0.5), math.log10(max(1.0, max(n_rows, n_cols) / 4)), n_frequencies,
+                            dtype=torch.float64)                                       # [F]
+    rows = torch.arange(n_rows, dtype=torch.float64).repeat_interleave(n_cols) / n_rows  # [P] row of patch
+    cols = torch.arange(n_cols, dtype=torch.float64).repeat(n_rows) / n_cols           # [P] column
+    phase_r = 2 * math.pi * rows[:, None] * cycles[None]                               # [P, F]
+    phase_c = 2 * math.pi * cols[:, None] * cycles[None]
+    features = torch.cat([phase_r.cos(), phase_r.sin(), phase_c.cos(), phase_c.sin()], dim=1).float()
+    projection = torch.randn(features.shape[1], table.shape[1], generator=generator) / math.sqrt(features.shape[1])
+    smooth = features @ projection                                                     # [P, Dv]
+    target_rms = float(table.float().pow(2).mean().sqrt())
+    table.copy_((smooth / smooth.pow(2).mean().sqrt() * target_rms).to(table.dtype))
 
 
 class SoftCoordinateTargets:

@@ -138,15 +138,15 @@ def _tiny_synthetic() -> Recipe:
         # they start at the embeddings' scale (0.06 vs 0.05 rms).
         model=ModelSpec(preset="tiny-test", overrides={"vision": vit, "adapter": adapter, "text": text},
                         processor={"overlap_margins": [2, 2], "max_crops": 1}, init_std=0.05),
-        data=SyntheticData(seed=0, video_fraction=0.5, task={"examples_per_input": 6}),
+        data=SyntheticData(seed=0, video_fraction=0.35, task={"examples_per_input": 6}),
         packing=PackingConfig(max_tokens=2048, max_crops=24, pool_size=48),
         optim=OptimConfig(vit=slow, connector=slow, llm=lr),
         # Coordinates are one token each (1001 unrelated classes): the pilots learnt the answer
         # grammar in ~150 steps but coordinates stayed near chance (5.6 nats/token at step 500).
         # Smooth coordinate rows + Gaussian soft targets (training/coordinate_prior.py) fix that.
-        coordinates=CoordinatePrior(label_sigma=10.0, init_rows=True),
-        steps=3000, batch_size=1, num_workers=1, save_every=250, log_every=10, keep_checkpoints=0,
-        eval_every=250, eval_items=16,
+        coordinates=CoordinatePrior(label_sigma=10.0, init_rows=True, init_positions=True),
+        steps=2400, batch_size=1, num_workers=1, save_every=200, log_every=10, keep_checkpoints=0,
+        eval_every=400, eval_items=16,
     )
 
 

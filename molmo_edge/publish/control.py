@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from molmo_edge.errors import MolmoEdgeError
 from molmo_edge.publish.curve import CurveAuthenticator, CurveServerConfig, make_server_socket_secure
 from molmo_edge.publish.endpoints import DEFAULT_CONTROL_ENDPOINT, bind
+from molmo_edge.publish.zmq_resources import close_zmq
 
 log = logging.getLogger(__name__)
 
@@ -267,15 +268,8 @@ class ControlServer:
         if self._thread is not None:
             log.error("control server thread did not stop; leaving its socket open")
             return
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
-        if self._context is not None:
-            self._context.destroy(linger=0)  # also closes any socket a failed setup left behind
-            self._context = None
+        close_zmq([self._socket], self._auth, self._context)
+        self._socket, self._auth, self._context = None, None, None
 
     def __enter__(self) -> ControlServer:
         return self.start()

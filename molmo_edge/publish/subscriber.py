@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from molmo_edge.publish.curve import CurveClientConfig, make_client_socket_secure
 from molmo_edge.publish.endpoints import normalize_endpoint
 from molmo_edge.publish.schema import DEFAULT_TOPIC, MessageError, decode_payload, split_message
+from molmo_edge.publish.zmq_resources import close_zmq
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,8 @@ class EventSubscriber:
             yield received
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
-        if self._context is not None:
-            self._context.destroy(linger=0)  # also closes any socket a failed setup left behind
-            self._context = None
+        close_zmq([self._socket], None, self._context)
+        self._socket, self._context = None, None
 
     def __enter__(self) -> EventSubscriber:
         return self.open()

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from molmo_edge.publish.curve import CurveAuthenticator, CurveServerConfig, make_server_socket_secure
 from molmo_edge.publish.endpoints import DEFAULT_EVENTS_ENDPOINT, DEFAULT_LATEST_ENDPOINT, bind
 from molmo_edge.publish.schema import DEFAULT_TOPIC, check_topic, encode_payload, query_topic, single_frame
+from molmo_edge.publish.zmq_resources import close_zmq
 from molmo_edge.stream.events import Event
 
 log = logging.getLogger(__name__)
@@ -146,16 +147,9 @@ class EventPublisher:
 
     def close(self) -> None:
         with self._lock:
-            for socket in (self._socket, self._latest_socket):
-                if socket is not None:
-                    socket.close(linger=0)
+            close_zmq([self._socket, self._latest_socket], self._auth, self._context)
             self._socket = self._latest_socket = None
-            if self._auth is not None:
-                self._auth.stop()
-                self._auth = None
-            if self._context is not None:
-                self._context.destroy(linger=0)  # also closes any socket a failed setup left behind
-                self._context = None
+            self._auth, self._context = None, None
 
     def __enter__(self) -> EventPublisher:
         return self.start()

@@ -10,26 +10,10 @@ forward / generate and against transformers.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
-
-def _redraw_weights_(model, seed: int) -> None:
-    """Weights ~ N(0, 1/fan_in) (activations keep unit scale), embeddings N(0, 1), norm scales ~1."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            if param.dim() == 1:  # norm scales around 1, biases around 0
-                param.copy_(1.0 + 0.1 * noise if "norm" in name else 0.1 * noise)
-            elif "embed_tokens" in name or "positional_embedding" in name:
-                param.copy_(noise)
-            else:
-                param.copy_(noise / math.sqrt(param.shape[-1]))
+from tests.weights import randomize_unit_scale_
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +22,9 @@ def engine_checkpoint_dir(tiny_checkpoint_dir, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("engine_checkpoint")
     model = load_checkpoint(tiny_checkpoint_dir)
-    _redraw_weights_(model, seed=1)
+    # Spread 0.1, positional embeddings at unit scale, no extra lm_head gain: the engine tests' variant.
+    randomize_unit_scale_(model, seed=1, spread=0.1, norm_biases_near_one=True,
+                          unit_names=("embed_tokens", "positional_embedding"), lm_head_gain=1.0)
     save_checkpoint(model, folder, tokenizer_file=tiny_checkpoint_dir / "tokenizer.json")
     return folder
 

@@ -1,4 +1,8 @@
-"""Small real ONNX graphs for the export tests: exported from tiny torch modules or built with onnx.helper."""
+"""Fixtures for the export tests: small real ONNX graphs (exported from tiny torch modules or built
+with onnx.helper), and the tiny / wide model checkpoints and fp32 bundles (`wide_dir`, `bundles`).
+
+The model fixtures are module-scoped but go through `export_helpers.cached_bundle`, so each
+checkpoint and bundle is built once per session, whichever module asks first."""
 from __future__ import annotations
 
 import json
@@ -10,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from .export_helpers import cached_bundle, export, wide_checkpoint
 
 
 class TinyMLP(nn.Module):
@@ -104,3 +110,16 @@ def bundle_dir(tmp_path, mlp_onnx) -> Path:
     (folder / "config.json").write_text(json.dumps({"model_type": "molmo2"}))
     (folder / "processor_config.json").write_text(json.dumps({"crop_size": 378}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def wide_dir(tmp_path_factory):
+    return cached_bundle("wide-checkpoint", lambda: wide_checkpoint(tmp_path_factory.mktemp("wide_ckpt")))
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_checkpoint_dir, wide_dir, tmp_path_factory):
+    return {
+        "tiny": cached_bundle("tiny-fp32", lambda: export(tiny_checkpoint_dir, tmp_path_factory.mktemp("t") / "b")),
+        "wide": cached_bundle("wide-fp32", lambda: export(wide_dir, tmp_path_factory.mktemp("w") / "b")),
+    }

@@ -5,16 +5,17 @@
   3-block ViT with taps [-1, 0], a connector with GQA pooling, and 70 px crops (5×5 patches: the
   2×2 and 3×3 pooling windows need padding). Weights are larger than the 0.02 init, so logits are
   peaked and greedy decoding is not decided by near-ties.
-- `cached_bundle(key, factory)`: export once per session (test modules cannot share fixtures
-  through conftest.py here, so the cache lives in this module).
+- `cached_bundle(key, factory)`: build once per session. Fixtures are module-scoped (conftest's
+  `wide_dir` / `bundles` and the modules' own), so the session-wide cache lives in this module.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from tests.weights import randomize_unit_scale_
 
 _BUNDLES: dict[str, Path] = {}
 
@@ -23,24 +24,6 @@ def cached_bundle(key: str, factory: Callable[[], Path]) -> Path:
     if key not in _BUNDLES:
         _BUNDLES[key] = factory()
     return _BUNDLES[key]
-
-
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Unit-scale activations: embeddings ~ N(0, 1), matrices ~ N(0, 1/fan_in), norms ~ 1 ± 0.2."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if p.dim() == 1 and "norm" in name:
-            p.copy_(1.0 + 0.2 * noise)
-        elif p.dim() == 1:
-            p.copy_(0.2 * noise)
-        elif "embed_tokens" in name:
-            p.copy_(noise)
-        elif "lm_head" in name:
-            p.copy_(3.0 * noise / math.sqrt(p.shape[-1]))
-        else:
-            p.copy_(noise / math.sqrt(p.shape[-1]))
 
 
 def wide_config(tokenizer):
@@ -69,7 +52,8 @@ def wide_checkpoint(folder: Path) -> Path:
     tokenizer = build_tokenizer()
     torch.manual_seed(0)
     model = Molmo2ForConditionalGeneration(wide_config(tokenizer)).eval()
-    randomize_(model, seed=1)
+    # LayerNorm biases drawn around 1 too: the variant this checkpoint has always been built with.
+    randomize_unit_scale_(model, seed=1, norm_biases_near_one=True)
     save_checkpoint(model, folder, tokenizer=tokenizer)
     return folder
 

@@ -10,26 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from .export_helpers import cached_bundle, export, sample_image, wide_checkpoint
+from .export_helpers import sample_image
 from molmo_edge.engine import graph_io as io
 from molmo_edge.errors import ConfigError
 from molmo_edge.export.trt_ops import check_trt_support
 
 ort = pytest.importorskip("onnxruntime")
 FORBIDDEN_OPS = {"If", "Loop", "Scan", "NonZero", "ScatterND", "ScatterElements", "Scatter"}
-
-
-@pytest.fixture(scope="module")
-def wide_dir(tmp_path_factory):
-    return cached_bundle("wide-checkpoint", lambda: wide_checkpoint(tmp_path_factory.mktemp("wide_ckpt")))
-
-
-@pytest.fixture(scope="module")
-def bundles(tiny_checkpoint_dir, wide_dir, tmp_path_factory):
-    return {
-        "tiny": cached_bundle("tiny-fp32", lambda: export(tiny_checkpoint_dir, tmp_path_factory.mktemp("t") / "b")),
-        "wide": cached_bundle("wide-fp32", lambda: export(wide_dir, tmp_path_factory.mktemp("w") / "b")),
-    }
 
 
 @pytest.fixture(scope="module")

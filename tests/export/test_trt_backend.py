@@ -10,25 +10,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .export_helpers import cached_bundle, export, sample_image, wide_checkpoint
+from .export_helpers import sample_image
 from molmo_edge.engine import graph_io as io
 from molmo_edge.errors import BackendUnavailableError, InputError
 
 pytest.importorskip("onnxruntime")
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-@pytest.fixture(scope="module")
-def wide_dir(tmp_path_factory):
-    return cached_bundle("wide-checkpoint", lambda: wide_checkpoint(tmp_path_factory.mktemp("wide_ckpt")))
-
-
-@pytest.fixture(scope="module")
-def bundles(tiny_checkpoint_dir, wide_dir, tmp_path_factory):
-    return {
-        "tiny": cached_bundle("tiny-fp32", lambda: export(tiny_checkpoint_dir, tmp_path_factory.mktemp("t") / "b")),
-        "wide": cached_bundle("wide-fp32", lambda: export(wide_dir, tmp_path_factory.mktemp("w") / "b")),
-    }
 
 
 @pytest.fixture(scope="module")

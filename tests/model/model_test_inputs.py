@@ -6,15 +6,17 @@ before, ceil(pad/2) after), then cut into row-major windows. Token layouts follo
 processor: `<low_res_im_start>` + low-res rows + `<im_end>` + `<im_start>` + high-res rows with
 `<im_col>` + `<im_end>`; video frames as timestamp text + `<frame_start>` + patches + `<frame_end>`.
 
-Also the transformers parity cases (config dicts) and a weight randomizer shared by the tests.
+Also the transformers parity cases (config dicts); `randomize_` is `tests.weights.randomize_unit_scale_`.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
 from molmo_edge.model.config import Molmo2Config
+
+# The model tests import the randomizer from here. Its defaults are this module's original variant:
+# LayerNorm biases near 0, weights larger than the reference's 0.02 init so logits are peaked.
+from tests.weights import randomize_unit_scale_ as randomize_  # noqa: F401
 
 
 def pooling_windows(index_grid: torch.Tensor, pool_h: int, pool_w: int) -> tuple[torch.Tensor, int, int]:
@@ -172,22 +174,3 @@ def hf_config_dict(case: str) -> dict:
 
 
 PARITY_CASES = ("qwen3", "qwen3-negative-taps", "olmo-yarn")
-
-
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Weights larger than the reference's 0.02 init, so logits are peaked and greedy decoding is
-    not decided by rounding-level ties."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        noise = torch.randn(p.shape, generator=g)
-        if p.dim() == 1 and name.endswith("weight") and "norm" in name:
-            p.copy_(1.0 + 0.2 * noise)
-        elif p.dim() == 1:
-            p.copy_(0.2 * noise)
-        elif "embed_tokens" in name:
-            p.copy_(noise)
-        elif "lm_head" in name:
-            p.copy_(3.0 * noise / math.sqrt(p.shape[-1]))
-        else:
-            p.copy_(noise / math.sqrt(p.shape[-1]))

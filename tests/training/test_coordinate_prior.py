@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from molmo_edge.model.config import Molmo2Config
+from molmo_edge.model.config import Molmo2Config, build_config
 from molmo_edge.model.molmo2 import Molmo2ForConditionalGeneration
 from molmo_edge.training.coordinate_prior import (
     CoordinatePrior, CoordinateVocab, SoftCoordinateTargets, build_soft_targets, init_coordinate_rows,
+    init_vit_positions,
 )
 from molmo_edge.training.token_weights import weighted_token_loss
 from molmo_edge.training.tokenizer_builder import build_tokenizer
@@ -85,3 +86,26 @@ def test_smooth_rows_make_neighbouring_values_similar():
 def test_disabled_prior_builds_nothing():
     assert build_soft_targets(CoordinatePrior(), TOKENIZER, TOKENIZER.base_vocab_size) is None
     assert build_soft_targets(CoordinatePrior(label_sigma=6), TOKENIZER, TOKENIZER.base_vocab_size) is not None
+
+
+def test_smooth_positions_make_neighbouring_patches_similar():
+    # the shipped model's crop: 224 px of 14 px patches, a 16 x 16 grid
+    settings = Molmo2Config.preset("tiny-test").model_dump()
+    settings["vision"]["image_size"] = [224, 224]
+    config = build_config(settings).with_tokenizer(TOKENIZER)
+    model = Molmo2ForConditionalGeneration(config)
+    model.init_weights(0.05)
+    table = model.vision.positional_embedding
+    rms_before = float(table.detach().pow(2).mean().sqrt())
+    init_vit_positions(model, seed=0)
+    n_rows, n_cols = config.vision.grid_size
+    rows = F.normalize(table.detach().float(), dim=-1).reshape(n_rows, n_cols, -1)
+    right = float((rows[:, :-1] * rows[:, 1:]).sum(-1).mean())          # one patch to the right
+    below = float((rows[:-1] * rows[1:]).sum(-1).mean())               # one patch down
+    corner = float((rows[0, 0] * rows[-1, -1]).sum().abs())            # opposite corners
+    assert right > 0.5 and below > 0.5 and corner < right, (right, below, corner)
+    # every patch keeps its own row: no two positions collapse onto one
+    flat = rows.reshape(n_rows * n_cols, -1)
+    similarity = flat @ flat.T - 2 * torch.eye(flat.shape[0])
+    assert float(similarity.max()) < 0.999
+    assert abs(float(table.detach().pow(2).mean().sqrt()) / rms_before - 1) < 0.05
