@@ -86,7 +86,7 @@ def build_model_and_processor(spec: ModelSpec, seed: int = 0,
     if coordinates is not None and coordinates.init_rows:
         init_coordinate_rows(model, CoordinateVocab.from_tokenizer(tokenizer), coordinates, seed=seed)
     if coordinates is not None and coordinates.init_positions:
-        init_vit_positions(model, seed=seed)
+        init_vit_positions(model, seed=seed, rms=coordinates.position_rms)
     processor = Processor(tokenizer, build_processor_config(config, spec.processor))
     return model, processor
 

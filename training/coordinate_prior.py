@@ -52,6 +52,10 @@ class CoordinatePrior(BaseModel):
     max_cycles: float = Field(64.0, gt=0, description="highest frequency, in cycles per 0..1000 range")
     init_positions: bool = Field(False, description="initialise the ViT position embedding from 2-D Fourier "
                                                     "features of the patch grid (from-scratch models only)")
+    position_rms: float = Field(1.0, gt=0, description="RMS of those smooth position rows. About the RMS of the "
+                                                       "patch embedding's output, so where a patch is weighs as "
+                                                       "much as what it shows; at the init std (0.05) the "
+                                                       "position signal is lost under the pixel content")
 
 
 @dataclass(frozen=True)
@@ -120,13 +124,17 @@ def init_coordinate_rows(model, vocab: CoordinateVocab, prior: CoordinatePrior, 
 
 
 @torch.no_grad()
-def init_vit_positions(model, seed: int = 0, n_frequencies: int = 8) -> None:
+def init_vit_positions(model, seed: int = 0, n_frequencies: int = 8, rms: float | None = None) -> None:
     """Overwrite the ViT position embedding [rows·cols, Dv] with smooth 2-D rows.
 
     Features per patch: cos/sin of its row and of its column at `n_frequencies` geometric
     frequencies (0.5 .. rows/4 cycles per crop: half of Nyquist, so neighbours stay alike) -> [P, 4F], times a fixed random projection
-    [4F, Dv], rescaled to the RMS the random init gave the matrix (so the ViT sees the scale it
-    was initialised for).
+    [4F, Dv], rescaled to `rms` (None: the RMS the random init gave the matrix).
+
+    Why the scale matters: the visual tokens must carry where they are for the decoder to write
+    coordinates. A from-scratch model's position rows at the init std (0.05) are ~10x smaller than
+    the patch embedding of the pixels (~0.6 RMS at std 0.05 over 588 inputs), and a run started that
+    way attended to the right place no better than chance after 1000 steps.
     """
     vision = model.vision
     table = vision.positional_embedding                                                # [P, Dv]
@@ -141,7 +149,7 @@ def init_vit_positions(model, seed: int = 0, n_frequencies: int = 8) -> None:
     features = torch.cat([phase_r.cos(), phase_r.sin(), phase_c.cos(), phase_c.sin()], dim=1).float()
     projection = torch.randn(features.shape[1], table.shape[1], generator=generator) / math.sqrt(features.shape[1])
     smooth = features @ projection                                                     # [P, Dv]
-    target_rms = float(table.float().pow(2).mean().sqrt())
+    target_rms = float(table.float().pow(2).mean().sqrt()) if rms is None else rms
     table.copy_((smooth / smooth.pow(2).mean().sqrt() * target_rms).to(table.dtype))
 
 

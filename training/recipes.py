@@ -145,7 +145,7 @@ def _tiny_synthetic() -> Recipe:
         # grammar in ~150 steps but coordinates stayed near chance (5.6 nats/token at step 500).
         # Smooth coordinate rows + Gaussian soft targets (training/coordinate_prior.py) fix that.
         coordinates=CoordinatePrior(label_sigma=10.0, init_rows=True, init_positions=True),
-        steps=2400, batch_size=1, num_workers=1, save_every=200, log_every=10, keep_checkpoints=0,
+        steps=2000, batch_size=1, num_workers=1, save_every=200, log_every=10, keep_checkpoints=0,
         eval_every=400, eval_items=16,
     )
 

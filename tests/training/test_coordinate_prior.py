@@ -109,3 +109,12 @@ def test_smooth_positions_make_neighbouring_patches_similar():
     similarity = flat @ flat.T - 2 * torch.eye(flat.shape[0])
     assert float(similarity.max()) < 0.999
     assert abs(float(table.detach().pow(2).mean().sqrt()) / rms_before - 1) < 0.05
+
+
+def test_smooth_positions_take_the_requested_scale():
+    config = Molmo2Config.preset("tiny-test").with_tokenizer(TOKENIZER)
+    model = Molmo2ForConditionalGeneration(config)
+    init_vit_positions(model, seed=0, rms=1.0)
+    assert abs(float(model.vision.positional_embedding.detach().pow(2).mean().sqrt()) - 1.0) < 1e-3
+    # the recipe default is the patch embedding's scale, not the init std
+    assert CoordinatePrior().position_rms == 1.0
