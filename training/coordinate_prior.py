@@ -6,7 +6,7 @@ on a robot) but turns localisation into a 1001-way classification whose classes 
 unrelated: a prediction of 455 for a target of 456 is as wrong as 999, and each class is seen
 rarely. A model trained from scratch on a few thousand scenes then learns the grammar long before
 it learns where things are. Two standard remedies for coordinate classification (SimCC-style
-soft labels; structured output embeddings) fix that, and neither changes the model's architecture,
+soft labels; structured output embeddings) address that, and neither changes the model's architecture,
 its checkpoint layout or its decoding:
 
 1. Smooth rows: the input-embedding and lm_head rows of coordinate token `v` are initialised from

@@ -143,7 +143,9 @@ def _tiny_synthetic() -> Recipe:
         optim=OptimConfig(vit=slow, connector=slow, llm=lr),
         # Coordinates are one token each (1001 unrelated classes): the pilots learnt the answer
         # grammar in ~150 steps but coordinates stayed near chance (5.6 nats/token at step 500).
-        # Smooth coordinate rows + Gaussian soft targets (training/coordinate_prior.py) fix that.
+        # Smooth coordinate rows + Gaussian soft targets + smooth ViT positions (training/coordinate_prior.py)
+        # are meant to make coordinates learnable sooner; within the 1000 steps run on a 2-core CPU they
+        # did not get the model off the coordinate plateau (MODEL_CARD.md of the shipped model).
         coordinates=CoordinatePrior(label_sigma=10.0, init_rows=True, init_positions=True),
         steps=2000, batch_size=1, num_workers=1, save_every=200, log_every=10, keep_checkpoints=0,
         eval_every=400, eval_items=16,
