@@ -169,8 +169,13 @@ class FrameInput:
     """The slot, the depth buffer and their counters (see the module docstring). Thread-safe."""
 
     def __init__(self, max_depth_offset_ms: float = 100.0, depth_buffer_size: int = 16,
-                 adopt_size_after: int = 5) -> None:
+                 adopt_size_after: int = 5, depth_wait_ms: float = 30.0) -> None:
         self.max_depth_offset_ns = int(max_depth_offset_ms * 1e6)
+        # A camera publishes colour and depth together, but their callbacks run on different
+        # executor threads in either order: an image taken the moment it arrives may have its
+        # depth image still in flight. take() then waits up to this long (from the image's
+        # arrival) for a depth image stamped at or after it; 0 turns the wait off.
+        self.depth_wait_ns = int(depth_wait_ms * 1e6)
         self._slot: LatestSlot[_Stored] = LatestSlot()
         self._depth: deque[_Stored] = deque(maxlen=depth_buffer_size)
         self._guard = FrameSizeGuard(adopt_size_after)
@@ -251,6 +256,7 @@ class FrameInput:
                 self._counts["frame_size_adopted"] += 1
             self._counts["frames_taken"] += 1
         header = copy_header(stored.msg.header)
+        self._wait_for_depth_at(stored)
         depth_m, offset_ms, problem = self._paired_depth(stored.stamp_ns, (height, width))
         return CameraFrame(rgb=rgb, header=header, stamp_ns=stored.stamp_ns,
                            received_monotonic_ns=stored.received_monotonic_ns, depth_m=depth_m,
@@ -288,6 +294,16 @@ class FrameInput:
             stamp_ns = time.time_ns()
         if self._slot.put(_Stored(msg, stamp_ns, received)):
             self._count("dropped_frames")
+
+    def _wait_for_depth_at(self, stored: _Stored) -> None:
+        """Wait (polling, ≤ depth_wait_ns after the image arrived) while a depth stream exists but
+        its newest image is older than this colour image. No depth stream: no wait."""
+        deadline = stored.received_monotonic_ns + self.depth_wait_ns
+        while time.monotonic_ns() < deadline:
+            with self._lock:
+                if not self._depth or max(d.stamp_ns for d in self._depth) >= stored.stamp_ns:
+                    return
+            time.sleep(0.001)
 
     def _paired_depth(self, stamp_ns: int, size_hw: tuple[int, int]
                       ) -> tuple[np.ndarray | None, float | None, str | None]:

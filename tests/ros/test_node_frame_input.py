@@ -195,6 +195,28 @@ def test_depth_is_paired_by_nearest_stamp_and_converted_to_metres(encoding):
     assert taken.depth_offset_ms == pytest.approx(10.0)
 
 
+def test_a_depth_image_still_in_flight_is_waited_for_briefly():
+    frames = FrameInput(max_depth_offset_ms=150, depth_wait_ms=500)
+    old, new = np.full((24, 32), 3.0, np.float32), np.full((24, 32), 1.25, np.float32)
+    frames.offer_depth(depth_image(T0_NS - 100_000_000, old))      # the previous frame's depth
+    frames.offer_image(rgb_image(T0_NS))                            # this frame, its depth not yet here
+    late = threading.Timer(0.05, lambda: frames.offer_depth(depth_image(T0_NS, new)))
+    late.start()
+    taken = frames.take(timeout_s=0)
+    late.join()
+    assert np.allclose(taken.depth_m, 1.25) and taken.depth_offset_ms == 0.0  # its own depth, not the old one
+
+
+def test_no_wait_without_a_depth_stream_or_once_the_wait_has_passed():
+    frames = FrameInput(depth_wait_ms=0)
+    frames.offer_depth(depth_image(T0_NS - 50_000_000, np.ones((24, 32))))
+    frames.offer_image(rgb_image(T0_NS))
+    assert np.allclose(frames.take(timeout_s=0).depth_m, 1.0)      # wait off: the nearest one at once
+    no_depth = FrameInput(depth_wait_ms=10_000)
+    no_depth.offer_image(rgb_image(T0_NS))
+    assert no_depth.take(timeout_s=0).depth_m is None               # no depth stream: nothing to wait for
+
+
 def test_depth_too_far_in_time_or_of_another_size_is_not_used_and_says_why():
     frames = FrameInput(max_depth_offset_ms=50)
     frames.offer_depth(depth_image(T0_NS - 80_000_000, np.ones((24, 32))))

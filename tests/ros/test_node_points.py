@@ -81,8 +81,11 @@ def test_points_are_inside_the_objects_with_depth_and_the_image_stamp(ros_contex
         assert wait_for(lambda: all(p.get_subscription_count() for p in (image_pub, depth_pub, info_pub)), 10.0, spin)
         for k in range(N_FRAMES):
             image, depth, info = camera.messages(k)
-            _send_until_taken(node, k, spin, lambda: (info_pub.publish(info), depth_pub.publish(depth),
-                                                      image_pub.publish(image)))
+            # Depth first, and wait until the node holds it: the executor runs the depth and image
+            # callbacks on different threads in any order, and a frame taken before its depth
+            # arrived is (correctly) published without z. This test checks the pairing itself.
+            _send_depth_until_received(node, spin, lambda: (info_pub.publish(info), depth_pub.publish(depth)))
+            _send_until_taken(node, k, spin, lambda: image_pub.publish(image))
         wait_for(lambda: False, 1.0, spin)  # the last frame's window finishes
         n_windows = node.diagnostics_stats()["windows_published"]
         assert n_windows == N_FRAMES - 2, f"{n_windows} windows of 3 frames from {N_FRAMES} frames"
@@ -129,6 +132,17 @@ def test_points_are_inside_the_objects_with_depth_and_the_image_stamp(ros_contex
     drawn = [m for array in markers for m in array.markers]
     assert drawn[0].action == Marker.DELETEALL
     assert sum(m.type == Marker.SPHERE for m in drawn) == n_points
+
+
+def _send_depth_until_received(node: MolmoEdgeNode, spin, send) -> None:
+    """Publish CameraInfo + depth (again if DDS lost them) until the node has both."""
+    received_before = node.frame_input.stats()["depth_received"]
+    for _ in range(3):
+        send()
+        if wait_for(lambda: node.frame_input.stats()["depth_received"] > received_before
+                    and node.diagnostics_stats()["has_camera_info"], 3.0, spin):
+            return
+    raise AssertionError("the node never received the depth image and CameraInfo")
 
 
 def _send_until_taken(node: MolmoEdgeNode, k: int, spin, send) -> None:
