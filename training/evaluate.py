@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from molmo_edge.report_paths import portable_path
 from molmo_edge.training.metrics import ExampleScore, score_answer, summarize
 
 EVAL_SEED = 424_242  # default held-out seed; training recipes use small data seeds (0, 1, ...)
@@ -190,7 +191,7 @@ def evaluate(model: str | Path | None = None, config: EvalConfig | None = None, 
         report = evaluate_engine(engine, config, progress=progress)
         report["backend"] = engine.backend.name
         report["device"] = str(getattr(engine.backend, "device", device or "cpu"))
-    report["model"] = str(Path(folder).resolve())
+    report["model"] = portable_path(folder)  # no machine-specific path in a report that may be committed
     return report
 
 

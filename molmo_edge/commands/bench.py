@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from molmo_edge.errors import ConfigError
+from molmo_edge.report_paths import portable_path
 
 BACKENDS = ("torch", "torch-int8", "torch-nf4", "onnx", "tensorrt")
 
@@ -240,8 +241,8 @@ def run_window_bench(args: argparse.Namespace, backends: list[str], checkpoint: 
         report = run_benchmark(subjects, inputs, settings, progress=_say)
         print(report.table())
         data = report.to_dict()
-        data["model"] = {"checkpoint": str(checkpoint) if checkpoint else None,
-                         "bundle": str(bundle) if bundle else None, "preset": args.preset,
+        data["model"] = {"checkpoint": portable_path(checkpoint), "bundle": portable_path(bundle),
+                         "preset": args.preset,
                          "random_init": bool(args.random_init)}
         return data
     finally:
@@ -298,7 +299,7 @@ def run_stream_bench(args: argparse.Namespace, backends: list[str], checkpoint: 
                     publisher=publisher.stats.model_dump() if publisher is not None else None)
         runs.append(data)
     return {"kind": "molmo-edge-stream-bench-runs", "version": 1, "runs": runs,
-            "model": {"checkpoint": str(checkpoint) if checkpoint else None, "bundle": str(bundle) if bundle else None}}
+            "model": {"checkpoint": portable_path(checkpoint), "bundle": portable_path(bundle)}}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -315,6 +316,9 @@ def run(args: argparse.Namespace) -> int:
             data = run_window_bench(args, backends, checkpoint, bundle)
     data["wall_s"] = time.perf_counter() - started
     data["arguments"] = {k: v for k, v in vars(args).items() if k != "verbose"}  # reproduces the run
+    for key in ("model", "bundle", "json"):  # paths as they mean something on another machine
+        if data["arguments"].get(key):
+            data["arguments"][key] = portable_path(data["arguments"][key])
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
