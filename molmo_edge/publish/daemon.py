@@ -205,23 +205,20 @@ class Daemon:
         pipeline = self.pipeline.stats if self.pipeline is not None else None
         source = pipeline.source if pipeline is not None and pipeline.source is not None else None
         publisher = self.publisher.stats if self.publisher is not None else None
-        counters = {
-            "frames_in": pipeline.frames_in if pipeline else 0,
-            "frames_sampled": pipeline.frames_sampled if pipeline else 0,
-            "frames_encoded": pipeline.frames_encoded if pipeline else 0,
-            "cache_hits": pipeline.cache_hits if pipeline else 0,
-            "windows": pipeline.windows if pipeline else 0,
-            "events": pipeline.events if pipeline else 0,
-            "events_published": publisher.sent if publisher else 0,
-            "events_dropped": (publisher.dropped + publisher.send_errors + publisher.encode_errors) if publisher else 0,
-            "frames_dropped": source.frames_dropped if source else 0,
-            "parse_failures": pipeline.parse_failures if pipeline else 0,
-            "model_errors": pipeline.model_errors if pipeline else 0,
-            "reconnects": source.reconnects if source else 0,
-            "source_failures": source.failures if source else 0,
-            "corrupt_frames": source.corrupt_frames if source else 0,
-            "jsonl_errors": self.jsonl.stats.errors if self.jsonl is not None else 0,
+        # counter name -> (stats object, its field); a part that is not running counts 0
+        fields = {
+            "frames_in": (pipeline, "frames_in"), "frames_sampled": (pipeline, "frames_sampled"),
+            "frames_encoded": (pipeline, "frames_encoded"), "cache_hits": (pipeline, "cache_hits"),
+            "windows": (pipeline, "windows"), "events": (pipeline, "events"),
+            "events_published": (publisher, "sent"), "frames_dropped": (source, "frames_dropped"),
+            "parse_failures": (pipeline, "parse_failures"), "model_errors": (pipeline, "model_errors"),
+            "reconnects": (source, "reconnects"), "source_failures": (source, "failures"),
+            "corrupt_frames": (source, "corrupt_frames"),
         }
+        counters = {name: getattr(stats, field) if stats else 0 for name, (stats, field) in fields.items()}
+        counters["events_dropped"] = (publisher.dropped + publisher.send_errors + publisher.encode_errors
+                                      if publisher else 0)
+        counters["jsonl_errors"] = self.jsonl.stats.errors if self.jsonl is not None else 0
         return {
             "state": self._state(pipeline),
             "uptime_s": round(time.monotonic() - self._started_monotonic, 3),

@@ -165,6 +165,9 @@ INPUT_COUNTERS = ("frames_received", "frames_taken", "dropped_frames", "stale_fr
 PREFER_RAW_FOR_NS = 1_000_000_000
 
 
+DEPTH_LIVE_NS = 1_000_000_000  # a depth stream with nothing for 1 s is not waited for
+
+
 class FrameInput:
     """The slot, the depth buffer and their counters (see the module docstring). Thread-safe."""
 
@@ -296,13 +299,16 @@ class FrameInput:
             self._count("dropped_frames")
 
     def _wait_for_depth_at(self, stored: _Stored) -> None:
-        """Wait (polling, ≤ depth_wait_ns after the image arrived) while a depth stream exists but
-        its newest image is older than this colour image. No depth stream: no wait."""
+        """Wait (polling, ≤ depth_wait_ns after the image arrived) while the depth stream is live
+        but its newest image is older than this colour image. A depth stream that has gone quiet
+        (nothing received for DEPTH_LIVE_NS) or never started costs no wait."""
         deadline = stored.received_monotonic_ns + self.depth_wait_ns
         while time.monotonic_ns() < deadline:
             with self._lock:
-                if not self._depth or max(d.stamp_ns for d in self._depth) >= stored.stamp_ns:
-                    return
+                newest = self._depth[-1] if self._depth else None
+            if (newest is None or newest.stamp_ns >= stored.stamp_ns
+                    or stored.received_monotonic_ns - newest.received_monotonic_ns > DEPTH_LIVE_NS):
+                return
             time.sleep(0.001)
 
     def _paired_depth(self, stamp_ns: int, size_hw: tuple[int, int]
