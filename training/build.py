@@ -83,6 +83,11 @@ def build_model_and_processor(spec: ModelSpec, seed: int = 0,
     torch.manual_seed(seed)
     model = Molmo2ForConditionalGeneration(config)
     init_weights(model, spec.init_std)
+    if spec.qk_norm_gain != 1.0:
+        with torch.no_grad():
+            for layer in model.decoder.layers:
+                layer.self_attn.q_norm.weight.fill_(spec.qk_norm_gain)
+                layer.self_attn.k_norm.weight.fill_(spec.qk_norm_gain)
     if coordinates is not None and coordinates.init_rows:
         init_coordinate_rows(model, CoordinateVocab.from_tokenizer(tokenizer), coordinates, seed=seed)
     if coordinates is not None and coordinates.init_positions:

@@ -22,7 +22,13 @@ its checkpoint layout or its decoding:
    smooth, linearly readable signal in every visual token from step 0. A from-scratch ViT with
    N(0, std) position rows must first discover that neighbouring patches are neighbours; with this
    start the decoder only has to learn a readout from "where" features to coordinate rows.
-The first two only touch the tokens whose text is a coordinate (%03d numbers and 1000, with or without the
+4. Expected-coordinate regression (`regression_weight`): the soft targets only reward a guess
+   within ~3σ of the truth, so a model whose guesses are still hundreds of units off gets no signal
+   for moving closer. An L1 loss on the mean of the predicted distribution over the label's
+   coordinate tokens (a soft-argmax, as in DSNT-style heatmap regression) is smooth everywhere: it
+   pulls probability mass toward the target's side from the first step, and fades into the
+   soft-target CE once the guesses are close.
+The first, second and fourth only touch the tokens whose text is a coordinate (%03d numbers and 1000, with or without the
 leading space); every other token trains with the plain Molmo2 loss.
 """
 from __future__ import annotations
@@ -32,7 +38,7 @@ import re
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 COORD_MAX = 1000
 _COORD_TEXT = re.compile(r"^(\s?)(\d{3}|1000)$")
@@ -43,6 +49,12 @@ class CoordinatePrior(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _regression_needs_soft_targets(self) -> "CoordinatePrior":
+        if self.regression_weight > 0 and self.label_sigma <= 0:
+            raise ValueError("regression_weight needs label_sigma > 0 (it is part of the soft-target loss)")
+        return self
+
     label_sigma: float = Field(0.0, ge=0, description="std of the Gaussian soft target, in coordinate units "
                                                        "(0..1000); 0 = one-hot (plain cross-entropy)")
     label_radius_sigmas: float = Field(3.0, gt=0, description="soft targets are cut at this many sigmas")
@@ -52,6 +64,9 @@ class CoordinatePrior(BaseModel):
     max_cycles: float = Field(64.0, gt=0, description="highest frequency, in cycles per 0..1000 range")
     init_positions: bool = Field(False, description="initialise the ViT position embedding from 2-D Fourier "
                                                     "features of the patch grid (from-scratch models only)")
+    regression_weight: float = Field(0.0, ge=0, description="weight of an L1 loss on the EXPECTED coordinate "
+                                                             "(soft-argmax over the label's variant), in units "
+                                                             "of the 0..1 range; needs label_sigma > 0")
     position_rms: float = Field(1.0, gt=0, description="RMS of those smooth position rows. About the RMS of the "
                                                        "patch embedding's output, so where a patch is weighs as "
                                                        "much as what it shows; at the init std (0.05) the "
@@ -161,18 +176,26 @@ class SoftCoordinateTargets:
     values off the 0..1000 range are padded with t itself at probability 0).
     """
 
-    def __init__(self, vocab: CoordinateVocab, vocab_size: int, sigma: float, radius_sigmas: float = 3.0):
+    def __init__(self, vocab: CoordinateVocab, vocab_size: int, sigma: float, radius_sigmas: float = 3.0,
+                 regression_weight: float = 0.0):
         radius = max(1, int(math.ceil(sigma * radius_sigmas)))
+        self.regression_weight = regression_weight
+        self.variant_ids = vocab.ids.clamp(max=vocab_size - 1)                          # [n_variants, 1001]
+        self.variant_present = (vocab.ids >= 0) & (vocab.ids < vocab_size)
+        self.token_variant = torch.zeros(vocab_size, dtype=torch.long)
+        self.token_value = torch.zeros(vocab_size)
         offsets = torch.arange(-radius, radius + 1)                                    # [W]
         self.is_coordinate = torch.zeros(vocab_size, dtype=torch.bool)
         self.window_ids = torch.zeros(vocab_size, offsets.numel(), dtype=torch.long)
         self.window_probs = torch.zeros(vocab_size, offsets.numel())
         gauss = torch.exp(-0.5 * (offsets.double() / sigma) ** 2)
-        for variant in vocab.ids:
+        for variant_index, variant in enumerate(vocab.ids):
             for value in range(COORD_MAX + 1):
                 token = int(variant[value])
                 if token < 0 or token >= vocab_size:
                     continue
+                self.token_variant[token] = variant_index
+                self.token_value[token] = value / COORD_MAX
                 neighbours = value + offsets
                 valid = (neighbours >= 0) & (neighbours <= COORD_MAX)
                 ids = torch.where(valid, variant[neighbours.clamp(0, COORD_MAX)], token)
@@ -191,6 +214,22 @@ class SoftCoordinateTargets:
         return rows, self.window_ids[picked].to(on_device), self.window_probs[picked].to(on_device)
 
 
+    def expected_value_error(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """logits [M, V] at coordinate labels [M] -> |E[value] - value| [M], values in 0..1.
+
+        E is taken under the softmax restricted to the label's own variant (the 1001 tokens of its
+        spelling), so it measures where the model puts a coordinate, not whether it writes one.
+        """
+        device = logits.device
+        variant = self.token_variant.to(device)[labels]                                 # [M]
+        ids = self.variant_ids.to(device)[variant]                                      # [M, 1001]
+        present = self.variant_present.to(device)[variant]
+        scores = logits.gather(1, ids).masked_fill(~present, float("-inf"))            # [M, 1001]
+        values = torch.linspace(0.0, 1.0, COORD_MAX + 1, device=device)
+        expected = (scores.softmax(dim=-1) * values).sum(dim=-1)                        # [M]
+        return (expected - self.token_value.to(device)[labels]).abs()
+
+
 def build_soft_targets(prior: CoordinatePrior, tokenizer, vocab_size: int) -> SoftCoordinateTargets | None:
     """The recipe's soft targets, or None when label_sigma is 0 or the tokenizer has no coordinate tokens."""
     if prior.label_sigma <= 0:
@@ -198,4 +237,5 @@ def build_soft_targets(prior: CoordinatePrior, tokenizer, vocab_size: int) -> So
     vocab = CoordinateVocab.from_tokenizer(tokenizer)
     if vocab.n_tokens == 0:
         return None
-    return SoftCoordinateTargets(vocab, vocab_size, prior.label_sigma, prior.label_radius_sigmas)
+    return SoftCoordinateTargets(vocab, vocab_size, prior.label_sigma, prior.label_radius_sigmas,
+                                 regression_weight=prior.regression_weight)

@@ -82,6 +82,7 @@ class LossParts:
     weighted_z_sum: torch.Tensor   # scalar, sum(w * z^2), detached
     weight_sum: torch.Tensor       # scalar, sum(w) of this call's tokens, detached
     n_loss_tokens: int
+    attention_loss: torch.Tensor | None = None  # pointing-attention loss of this call, detached (if any)
 
 
 def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -93,7 +94,8 @@ def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
     labels: [N] int64 target ids, weights: [N] float per-token weights (> 0),
     normalizer: global_sum(w) / world_size for the whole optimizer step (see module doc).
     soft_targets: optional `coordinate_prior.SoftCoordinateTargets`: coordinate labels then use a
-    Gaussian target over neighbouring values (cross-entropy against a distribution).
+    Gaussian target over neighbouring values (cross-entropy against a distribution), plus its
+    expected-coordinate L1 term when `soft_targets.regression_weight` > 0 (counted in `ce`).
     """
     if logits.shape[0] != labels.shape[0] or labels.shape != weights.shape:
         raise ValueError(f"shape mismatch: logits {tuple(logits.shape)}, labels {tuple(labels.shape)}, "
@@ -105,6 +107,9 @@ def weighted_token_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
         if rows.numel():
             log_probs = F.log_softmax(logits_f32.index_select(0, rows), dim=-1)   # [M, V]
             soft_ce = -(probs * log_probs.gather(1, ids)).sum(dim=1)              # [M]
+            if soft_targets.regression_weight > 0:
+                error = soft_targets.expected_value_error(logits_f32.index_select(0, rows), labels[rows])
+                soft_ce = soft_ce + soft_targets.regression_weight * error
             ce = ce.index_copy(0, rows, soft_ce)
     z = torch.logsumexp(logits_f32, dim=-1)                      # [N]
     w = weights.to(ce.dtype)

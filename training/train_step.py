@@ -63,17 +63,33 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
 
 def micro_batch_loss(wrapper: nn.Module, batch: TrainingBatch, normalizer: float, weighting: TokenWeighting,
                      device: torch.device, autocast_dtype: torch.dtype | None = None,
-                     mask_dtype: torch.dtype = torch.float32, soft_targets=None) -> LossParts:
-    """Forward one micro-batch and return its weighted loss (call .total.backward())."""
+                     mask_dtype: torch.dtype = torch.float32, soft_targets=None, pointing=None,
+                     attention_scale: float = 1.0) -> LossParts:
+    """Forward one micro-batch and return its weighted loss (call .total.backward()).
+
+    pointing: an optional `pointing_attention.PointingAttentionLoss`; its loss (mean over the
+    batch's coordinate queries, times its weight and `attention_scale`) is added to the total.
+    """
     batch = batch.to(device)
     labels = batch.labels.reshape(-1)
     loss_index = (labels != IGNORE_INDEX).nonzero().flatten()  # [N] flat positions with a target
-    with autocast_context(device, autocast_dtype):
-        logits = wrapper(batch.input_ids, batch.position_ids, batch.attention_mask(mask_dtype), loss_index,
+    queries = pointing.queries(batch) if pointing is not None else None
+    mask = batch.attention_mask(mask_dtype)
+    model = getattr(wrapper, "model", wrapper)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(autocast_context(device, autocast_dtype))
+        hook = stack.enter_context(pointing.capture(model)) if queries is not None else None
+        logits = wrapper(batch.input_ids, batch.position_ids, mask, loss_index,
                          batch.pixel_values, batch.token_pooling)
-    return weighted_token_loss(logits, labels[loss_index], batch.loss_weights.reshape(-1)[loss_index],
-                               normalizer=normalizer, z_loss_weight=weighting.z_loss_weight,
-                               soft_targets=soft_targets)
+        attention_loss = pointing.loss(model, hook, queries, mask) if queries is not None else None
+    parts = weighted_token_loss(logits, labels[loss_index], batch.loss_weights.reshape(-1)[loss_index],
+                                normalizer=normalizer, z_loss_weight=weighting.z_loss_weight,
+                                soft_targets=soft_targets)
+    if attention_loss is not None:
+        # Mean over this micro-batch's queries; scaled like the LM loss's share of the step.
+        parts.total = parts.total + pointing.settings.weight * attention_scale * attention_loss
+        parts.attention_loss = attention_loss.detach()
+    return parts
 
 
 @torch.no_grad()

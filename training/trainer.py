@@ -47,6 +47,7 @@ from molmo_edge.training.lora import apply_lora
 from molmo_edge.training.optim import build_optimizer, build_scheduler, current_lrs, split_extra_embedding_rows
 from molmo_edge.training.packing import PackingDataset
 from molmo_edge.training.recipes import Recipe, check_runnable, recipe_json
+from molmo_edge.training.pointing_attention import PointingAttentionLoss
 from molmo_edge.training.train_step import PackedLossModel, micro_batch_loss
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Trainer:
         model, processor = build_model_and_processor(spec, seed=recipe.seed, coordinates=recipe.coordinates)
         self.config, self.processor = model.config, processor
         self.soft_targets = build_soft_targets(recipe.coordinates, processor.tokenizer, self.config.text.vocab_size)
+        self.pointing = (PointingAttentionLoss(recipe.attention, processor.tokenizer, self.config)
+                         if recipe.attention.weight > 0 else None)
         if recipe.lora is not None:
             if not recipe.model.init_from:
                 log.warning("LoRA on a randomly initialised model: only the adapters train")
@@ -200,7 +203,8 @@ class Trainer:
                                     "lr": stats["lr"], "grad_norm": stats["grad_norm"],
                                     "tokens": stats["tokens"], "loss_tokens": stats["loss_tokens"],
                                     "tokens_per_s": stats["tokens"] / dt, "examples_per_s": stats["examples"] / dt,
-                                    "elapsed_s": time.monotonic() - started})
+                                    "elapsed_s": time.monotonic() - started,
+                                    **({"attention_loss": stats["attention_loss"]} if "attention_loss" in stats else {})})
             out_of_time = self._out_of_time(started)
             if step % recipe.save_every == 0 or out_of_time:
                 self.save_checkpoint(step)
@@ -251,12 +255,18 @@ class Trainer:
             raise ConfigError("a training step has no loss tokens (every answer empty?)")
         normalizer = global_weight / ctx.world_size
         ce_sum = z_sum = 0.0
+        attention_losses = []
         for batch in micro:
+            # The attention loss is a per-micro-batch mean: 1/len(micro) makes it a per-step mean on this
+            # rank, and the data-parallel gradient average makes it the mean over ranks.
             parts = micro_batch_loss(self.wrapper, batch, normalizer, self.recipe.weighting, ctx.device,
-                                     self.autocast, soft_targets=self.soft_targets)
+                                     self.autocast, soft_targets=self.soft_targets, pointing=self.pointing,
+                                     attention_scale=1.0 / len(micro))
             parts.total.backward()
             ce_sum += float(parts.weighted_ce_sum)
             z_sum += float(parts.weighted_z_sum)
+            if parts.attention_loss is not None:
+                attention_losses.append(float(parts.attention_loss))
         grad_norm = self._clip()
         lrs = current_lrs(self.optimizer)
         self.optimizer.step()
@@ -267,8 +277,11 @@ class Trainer:
             sum(b.n_examples for b in micro))]
         ce = totals[0] / global_weight
         loss = ce + self.recipe.weighting.z_loss_weight * totals[1] / global_weight
-        return {"loss": loss, "ce": ce, "lr": lrs, "grad_norm": grad_norm, "tokens": int(totals[2]),
-                "loss_tokens": int(totals[3]), "examples": int(totals[4])}
+        metrics = {"loss": loss, "ce": ce, "lr": lrs, "grad_norm": grad_norm, "tokens": int(totals[2]),
+                   "loss_tokens": int(totals[3]), "examples": int(totals[4])}
+        if attention_losses:  # this rank's mean (a training aid's progress, not part of `loss`)
+            metrics["attention_loss"] = sum(attention_losses) / len(attention_losses)
+        return metrics
 
     def _clip(self) -> float:
         clip = self.recipe.optim.grad_clip_norm

@@ -82,14 +82,12 @@ class DecoderAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim if per_head else q_size, eps=config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim if per_head else kv_size, eps=config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                past: KVPair | None = None) -> tuple[torch.Tensor, KVPair]:
-        """x [B, S, D], cos/sin [B, S, hd], mask [B, 1, S, S_past+S], past k/v [B, Hkv, S_past, hd].
+    def queries_keys(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> KVPair:
+        """x [B, S, D] -> (q [B, H, S, hd], k [B, Hkv, S, hd]), normed and rotated as attention uses them.
 
-        Returns (out [B, S, D], (k, v) [B, Hkv, S_past+S, hd]).
-        """
+        Separate from forward so training can score this layer's attention (training/pointing_attention.py)."""
         b, s, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k = self.q_proj(x), self.k_proj(x)
         if self.qk_norm_type == "olmo":  # normalise the whole projection, before the head split
             q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(b, s, self.num_heads, self.head_dim)
@@ -97,8 +95,17 @@ class DecoderAttention(nn.Module):
         if self.qk_norm_type == "qwen3":  # normalise each head's vector
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, S, hd]
-        v = v.view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: KVPair | None = None) -> tuple[torch.Tensor, KVPair]:
+        """x [B, S, D], cos/sin [B, S, hd], mask [B, 1, S, S_past+S], past k/v [B, Hkv, S_past, hd].
+
+        Returns (out [B, S, D], (k, v) [B, Hkv, S_past+S, hd]).
+        """
+        b, s, _ = x.shape
+        q, k = self.queries_keys(x, cos, sin)
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if past is not None:
             k = torch.cat((past[0].to(k.dtype), k), dim=2)
             v = torch.cat((past[1].to(v.dtype), v), dim=2)

@@ -118,3 +118,40 @@ def test_smooth_positions_take_the_requested_scale():
     assert abs(float(model.vision.positional_embedding.detach().pow(2).mean().sqrt()) - 1.0) < 1e-3
     # the recipe default is the patch embedding's scale, not the init std
     assert CoordinatePrior().position_rms == 1.0
+
+
+def test_expected_coordinate_regression_pulls_mass_toward_the_target_from_afar():
+    """The soft-target CE gives (almost) nothing for a guess 300 units off; the regression term does:
+    it measures the distance of the expected value and its gradient moves mass toward the target."""
+    vocab = CoordinateVocab.from_tokenizer(TOKENIZER)
+    V = TOKENIZER.base_vocab_size
+    spaced = vocab.ids[1] if TOKENIZER.decode([int(vocab.ids[1, 0])]).startswith(" ") else vocab.ids[0]
+    targets = SoftCoordinateTargets(vocab, V, sigma=10.0, regression_weight=10.0)
+    label = torch.tensor([int(spaced[800])])
+
+    peaked = torch.full((1, V), -20.0)
+    peaked[0, int(spaced[500])] = 20.0
+    assert abs(float(targets.expected_value_error(peaked, label)) - 0.3) < 1e-3
+
+    logits = torch.zeros(1, V, requires_grad=True)
+    targets.expected_value_error(logits, label).sum().backward()
+    step = -logits.grad[0, spaced]                                  # gradient descent direction, [1001]
+    assert float(step[900]) > 0 > float(step[100])                  # raise values beyond E toward 800
+
+    # It is part of the coordinate rows' loss (and only theirs), weighted like the CE.
+    with_reg = weighted_token_loss(peaked, label, torch.ones(1), 1.0, z_loss_weight=0.0, soft_targets=targets)
+    plain = SoftCoordinateTargets(vocab, V, sigma=10.0)
+    without = weighted_token_loss(peaked, label, torch.ones(1), 1.0, z_loss_weight=0.0, soft_targets=plain)
+    assert abs(float(with_reg.total - without.total) - 10.0 * 0.3) < 1e-2
+    text = torch.tensor([TOKENIZER.encode("circle")[0]])
+    assert float(weighted_token_loss(peaked, text, torch.ones(1), 1.0, soft_targets=targets).total) == \
+        float(weighted_token_loss(peaked, text, torch.ones(1), 1.0, soft_targets=plain).total)
+
+
+def test_regression_without_soft_targets_is_refused():
+    import pytest
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="label_sigma"):
+        CoordinatePrior(regression_weight=1.0)
+    assert build_soft_targets(CoordinatePrior(label_sigma=5, regression_weight=2.0), TOKENIZER,
+                              TOKENIZER.base_vocab_size).regression_weight == 2.0
