@@ -143,7 +143,8 @@ def _tiny_synthetic() -> Recipe:
         # no localisation in 600 steps, while AdamW blew the visual tokens up to ~400 rms. At 0.05
         # they start at the embeddings' scale (0.06 vs 0.05 rms).
         model=ModelSpec(preset="tiny-test", overrides={"vision": vit, "adapter": adapter, "text": text},
-                        processor={"overlap_margins": [2, 2], "max_crops": 1}, init_std=0.05),
+                        processor={"overlap_margins": [2, 2], "max_crops": 1}, init_std=0.05,
+                        qk_norm_gain=1.5),
         data=SyntheticData(seed=0, video_fraction=0.35, task={"examples_per_input": 6}),
         packing=PackingConfig(max_tokens=2048, max_crops=24, pool_size=48),
         optim=OptimConfig(vit=slow, connector=slow, llm=lr),
