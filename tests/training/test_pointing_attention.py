@@ -164,6 +164,6 @@ def test_qk_norm_gain_sets_the_decoder_attention_scale_of_a_fresh_model():
     for layer in model.decoder.layers:
         assert torch.equal(layer.self_attn.q_norm.weight, torch.full_like(layer.self_attn.q_norm.weight, 1.5))
         assert torch.equal(layer.self_attn.k_norm.weight, torch.full_like(layer.self_attn.k_norm.weight, 1.5))
-    plain, _ = build_model_and_processor(tiny_recipe().model, seed=0)
+    plain, _ = build_model_and_processor(tiny_recipe("model.qk_norm_gain=1.0").model, seed=0)
     assert torch.equal(plain.decoder.layers[0].self_attn.q_norm.weight,
                        torch.ones_like(plain.decoder.layers[0].self_attn.q_norm.weight))
