@@ -24,12 +24,12 @@ those examples get no attention loss.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import re
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from molmo_edge.training.message_tree import IGNORE_INDEX
@@ -141,7 +141,8 @@ class PointingAttentionLoss:
                         continue
                     x, y = int(xs) / 1000.0, int(ys) / 1000.0
                     for char_at in (x_at, y_at):
-                        found.append((_token_at(starts, char_at), x, y, key))
+                        # the token whose text holds this character: the last one starting at or before it
+                        found.append((bisect.bisect_right(starts, char_at) - 1, x, y, key))
         return found
 
     def queries(self, batch) -> PointQueries | None:
@@ -221,14 +222,3 @@ class PointingAttentionLoss:
         log_mass = torch.logsumexp(on_target, dim=-1) - torch.logsumexp(scores, dim=-1)     # [Q, h]
         return -log_mass.mean()
 
-
-def _token_at(starts: list[int], char_at: int) -> int:
-    """Index of the token whose text contains character `char_at` (starts: each token's first char)."""
-    lo, hi = 0, len(starts) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if starts[mid] <= char_at:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo

@@ -199,12 +199,11 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % recipe.log_every == 0 or step == recipe.steps or step == self.start_step + 1:
-                self.metrics.write({"step": step, "loss": stats["loss"], "ce": stats["ce"],
-                                    "lr": stats["lr"], "grad_norm": stats["grad_norm"],
-                                    "tokens": stats["tokens"], "loss_tokens": stats["loss_tokens"],
-                                    "tokens_per_s": stats["tokens"] / dt, "examples_per_s": stats["examples"] / dt,
-                                    "elapsed_s": time.monotonic() - started,
-                                    **({"attention_loss": stats["attention_loss"]} if "attention_loss" in stats else {})})
+                record = {"step": step, "tokens_per_s": stats["tokens"] / dt,
+                          "examples_per_s": stats["examples"] / dt, "elapsed_s": time.monotonic() - started}
+                record.update({k: stats[k] for k in ("loss", "ce", "lr", "grad_norm", "tokens", "loss_tokens",
+                                                     "attention_loss") if k in stats})
+                self.metrics.write(record)
             out_of_time = self._out_of_time(started)
             if step % recipe.save_every == 0 or out_of_time:
                 self.save_checkpoint(step)
