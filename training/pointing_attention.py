@@ -21,6 +21,9 @@ Geometry it relies on (checked when the queries are built, skipped otherwise): e
 example covers its whole frame — the global crop, a single high-res tile (`max_crops: 1`), and
 each video frame (one crop per frame). Tiled high-res crops (`max_crops > 1`) are not supported:
 those examples get no attention loss.
+
+One process only: the loss scores the layer's attention after the forward pass, where FSDP2 has
+already resharded that layer's weights, so the trainer refuses it under torchrun.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from molmo_edge.errors import ConfigError
 from molmo_edge.training.message_tree import IGNORE_INDEX
 
 # `<points coords="...">` / `<tracks coords="...">`: groups separated by ';', each "key id x y id x y ..."
@@ -94,7 +98,7 @@ class PointingAttentionLoss:
         n_heads = model_config.text.num_attention_heads
         bad = [h for h in settings.heads if not 0 <= h < n_heads]
         if bad:
-            raise ValueError(f"attention supervision heads {bad}: the decoder has {n_heads} heads")
+            raise ConfigError(f"attention.heads {list(bad)}: the decoder has {n_heads} heads (0..{n_heads - 1})")
 
     # ----- targets ----------------------------------------------------------------------------------
     def _token_windows(self, pooling: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

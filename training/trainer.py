@@ -137,6 +137,10 @@ class Trainer:
         self.soft_targets = build_soft_targets(recipe.coordinates, processor.tokenizer, self.config.text.vocab_size)
         self.pointing = (PointingAttentionLoss(recipe.attention, processor.tokenizer, self.config)
                          if recipe.attention.weight > 0 else None)
+        if self.pointing is not None and ctx.distributed:
+            raise ConfigError("attention supervision (attention.weight > 0) runs in one process only: it scores "
+                              "a layer's attention after the forward pass, when FSDP has resharded the layer; "
+                              "add --set attention.weight=0 for torchrun")
         if recipe.lora is not None:
             if not recipe.model.init_from:
                 log.warning("LoRA on a randomly initialised model: only the adapters train")

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from molmo_edge.errors import ConfigError
 from molmo_edge.grounding import GroundedPoint, format_points, format_tracks
 from molmo_edge.model.config import Molmo2Config
 from molmo_edge.training.build import build_model_and_processor
@@ -154,7 +155,7 @@ def test_training_with_attention_supervision_logs_it(tmp_path):
 
 
 def test_bad_heads_are_refused(tokenizer, config):
-    with pytest.raises(ValueError, match="heads"):
+    with pytest.raises(ConfigError, match="heads"):
         _loss(tokenizer, config, heads=(99,))
 
 
