@@ -57,6 +57,14 @@ log = logging.getLogger(__name__)
 EvalHook = Callable[[torch.nn.Module, int], dict[str, float]]
 
 
+def _single_threaded_worker(_worker_id: int) -> None:
+    """DataLoader workers render scenes with OpenCV; its own thread pool, one per worker, would
+    oversubscribe the cores N times over (torch already runs one thread in a worker)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -171,7 +179,8 @@ class Trainer:
             log.info("resuming %s at step %d", self.resume_from, self.start_step)
         pad_id = self.config.pad_token_id if self.config.pad_token_id is not None else 0
         self.loader = DataLoader(self.dataset, batch_size=recipe.batch_size, num_workers=recipe.num_workers,
-                                 collate_fn=PackedCollator(pad_id), persistent_workers=False)
+                                 collate_fn=PackedCollator(pad_id), persistent_workers=False,
+                                 worker_init_fn=_single_threaded_worker)
 
     # ----- the loop -----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -192,6 +201,7 @@ class Trainer:
         while step < recipe.steps:
             t0 = time.monotonic()
             micro = self._next_micro_batches(batches, step)
+            data_s = time.monotonic() - t0  # time spent waiting for the DataLoader
             stats = self._optimizer_step(micro)
             step += 1
             dt = time.monotonic() - t0
@@ -204,7 +214,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{stats['loss']:.4f}")
             if step % recipe.log_every == 0 or step == recipe.steps or step == self.start_step + 1:
                 record = {"step": step, "tokens_per_s": stats["tokens"] / dt,
-                          "examples_per_s": stats["examples"] / dt, "elapsed_s": time.monotonic() - started}
+                          "examples_per_s": stats["examples"] / dt, "elapsed_s": time.monotonic() - started,
+                          # data_wait_fraction near 1: the DataLoader starves the step (raise num_workers)
+                          "data_wait_fraction": data_s / dt}
                 record.update({k: stats[k] for k in ("loss", "ce", "lr", "grad_norm", "tokens", "loss_tokens",
                                                      "attention_loss") if k in stats})
                 self.metrics.write(record)

@@ -68,6 +68,7 @@ def test_a_few_steps_reduce_the_loss_and_write_logs(tmp_path: Path):
     assert [x["step"] for x in lines] == list(range(1, 17))
     assert set(lines[0]["lr"]) == {"vit", "connector", "llm"}
     assert all(x["tokens_per_s"] > 0 and x["examples_per_s"] > 0 and x["grad_norm"] > 0 for x in lines)
+    assert all(0.0 <= x["data_wait_fraction"] <= 1.0 for x in lines)
     assert json.loads((tmp_path / "recipe.json").read_text())["steps"] == 16
 
 
@@ -151,3 +152,20 @@ def test_training_refuses_to_run_on_nothing(tmp_path: Path):
     recipe = tiny_recipe("steps=2", f"data={{kind: jsonl, path: '{data}'}}")
     with pytest.raises(ConfigError, match="no valid training example"):
         train(recipe, tmp_path / "out", progress=False)
+
+
+def test_loader_workers_run_opencv_on_one_thread(tmp_path: Path):
+    """Each DataLoader worker renders scenes with OpenCV; a pool of all cores per worker would
+    oversubscribe the machine num_workers times over (seen as a data-starved GPU)."""
+    import cv2
+
+    from molmo_edge.training.trainer import _single_threaded_worker
+
+    trainer = Trainer(tiny_recipe("steps=1", "num_workers=1"), tmp_path, progress=False)
+    assert trainer.loader.worker_init_fn is _single_threaded_worker
+    before = cv2.getNumThreads()
+    try:
+        _single_threaded_worker(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
