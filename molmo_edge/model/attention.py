@@ -35,8 +35,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     if mask is not None:
         mask = mask_to_dtype(mask, q.dtype)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=head_dim ** -0.5)  # [B, H, Sq, hd]
-    b, h, s, hd = out.shape
-    return out.transpose(1, 2).reshape(b, s, h * hd)
+    # flatten, not reshape(b, s, h·hd): sizes read from .shape become Shape/Gather/Concat nodes
+    # that ONNX Runtime re-evaluates at every decode step
+    return out.transpose(1, 2).flatten(2)
+
+
+def split_heads(x: torch.Tensor, num_heads: int, head_dim: int) -> torch.Tensor:
+    """[B, S, heads·hd] -> [B, heads, S, hd]. The head counts are config ints, so the exported graph
+    reshapes by constants instead of by sizes read from the tensor at run time."""
+    return x.unflatten(-1, (num_heads, head_dim)).transpose(1, 2)
 
 
 class ProjectedAttention(nn.Module):
@@ -55,11 +62,9 @@ class ProjectedAttention(nn.Module):
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, Sq, in] attends to context [B, Skv, in] (x itself when None) -> [B, Sq, out]."""
         context = x if context is None else context
-        b, s_q, _ = x.shape
-        s_kv = context.shape[1]
-        q = self.q_proj(x).view(b, s_q, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(context).view(b, s_kv, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
+        k = split_heads(self.k_proj(context), self.num_kv_heads, self.head_dim)
+        v = split_heads(self.v_proj(context), self.num_kv_heads, self.head_dim)
         return self.o_proj(attend(q, k, v, mask, self.num_heads // self.num_kv_heads, self.head_dim))
 
 
@@ -86,16 +91,15 @@ class DecoderAttention(nn.Module):
         """x [B, S, D] -> (q [B, H, S, hd], k [B, Hkv, S, hd]), normed and rotated as attention uses them.
 
         Separate from forward so training can score this layer's attention (training/pointing_attention.py)."""
-        b, s, _ = x.shape
         q, k = self.q_proj(x), self.k_proj(x)
         if self.qk_norm_type == "olmo":  # normalise the whole projection, before the head split
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(b, s, self.num_heads, self.head_dim)
-        k = k.view(b, s, self.num_kv_heads, self.head_dim)
+        q = q.unflatten(-1, (self.num_heads, self.head_dim))  # [B, S, H, hd]
+        k = k.unflatten(-1, (self.num_kv_heads, self.head_dim))
         if self.qk_norm_type == "qwen3":  # normalise each head's vector
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # [B, H, S, hd]
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin, self.head_dim), apply_rotary(k, cos, sin, self.head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
                 past: KVPair | None = None) -> tuple[torch.Tensor, KVPair]:
@@ -103,9 +107,8 @@ class DecoderAttention(nn.Module):
 
         Returns (out [B, S, D], (k, v) [B, Hkv, S_past+S, hd]).
         """
-        b, s, _ = x.shape
         q, k = self.queries_keys(x, cos, sin)
-        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
         if past is not None:
             k = torch.cat((past[0].to(k.dtype), k), dim=2)
             v = torch.cat((past[1].to(v.dtype), v), dim=2)

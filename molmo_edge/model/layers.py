@@ -76,5 +76,5 @@ def expand_kv_heads(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """
     if n_rep == 1:
         return x
-    b, h_kv, s, hd = x.shape
-    return x[:, :, None, :, :].expand(b, h_kv, n_rep, s, hd).reshape(b, h_kv * n_rep, s, hd)
+    # -1 sizes and flatten: no sizes read from x.shape, so the ONNX graph has no shape arithmetic here
+    return x[:, :, None].expand(-1, -1, n_rep, -1, -1).flatten(1, 2)

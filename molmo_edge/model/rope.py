@@ -93,13 +93,15 @@ class RotaryEmbedding(nn.Module):
         return angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Rotate x [B, H, S, hd] by the angles of cos/sin [B, S, hd] (fp32 math, x's dtype out).
 
-    Pairs are (i, i + hd/2) ("rotate half" layout), as in Qwen3 / OLMo / transformers.
+    Pairs are (i, i + hd/2) ("rotate half" layout), as in Qwen3 / OLMo / transformers. head_dim is
+    the config's int, not x.shape[-1]: a size read from the tensor exports as Shape/Gather/Div nodes
+    run at every decode step.
     """
     x32 = x.to(torch.float32)
     cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, hd]
-    half = x32.shape[-1] // 2
+    half = head_dim // 2
     rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
     return (x32 * cos + rotated * sin).to(x.dtype)
