@@ -160,3 +160,23 @@ def test_other_opsets_export_and_unsupported_ones_are_refused(wide, tmp_path):
     pixels = processor.preprocess_frame(sample_image(70, 70)).pixel_values
     (features,) = ort.InferenceSession(str(tmp_path / "vit18.onnx")).run(None, {"pixel_values": pixels.numpy()})
     _close(features, model.vision(pixels).detach())
+
+
+def test_decoder_attention_reads_no_sizes_it_already_knows(bundles):
+    """Head counts, head_dim and the rotary half are config ints: the decoder graph must not read
+    them back from tensor shapes (every such Shape -> Gather -> Div chain runs again at every
+    decode step). What remains per layer: one Shape each for splitting q, k, v into heads, one per
+    GQA-expanded k/v, one for merging heads (flatten keeps the dynamic batch and length)."""
+    from molmo_edge.model.config import Molmo2Config
+
+    folder = bundles["wide"]
+    n_layers = Molmo2Config.from_pretrained(folder).text.num_hidden_layers
+    graph = onnx.load(str(folder / "decoder.onnx"), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    attention_shapes = [n for n in graph.node if n.op_type == "Shape" and "self_attn" in n.name]
+    assert len(attention_shapes) <= 6 * n_layers, len(attention_shapes)
+    # no size arithmetic on shapes inside attention (the old `x.shape[-1] // 2` of the rotary)
+    for node in graph.node:
+        if node.op_type == "Div" and "self_attn" in node.name:
+            sources = {producers[i].op_type for i in node.input if i in producers}
+            assert not sources & {"Gather", "Shape"}, node.name
