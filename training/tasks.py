@@ -30,7 +30,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from molmo_edge.grounding import GroundedPoint, format_coordinate, format_count, format_points, format_tracks
 from molmo_edge.processing.prompt import count_prompt, point_prompt, track_prompt
@@ -50,9 +50,19 @@ class TaskConfig(BaseModel):
     min_visible_fraction: float = Field(0.3, gt=0.0, le=1.0)
     fps: float = Field(2.0, gt=0.0)
     n_frames: int = Field(8, ge=1)
+    # None: every clip has n_frames frames. Set: each clip's length is drawn from
+    # [min_frames, n_frames], so the model also answers on the short windows a stream starts with
+    # or a user picks for latency (a model trained on 8-frame clips only says "none" on 2).
+    min_frames: int | None = Field(None, ge=1)
     examples_per_input: int = Field(3, ge=1)  # annotations sharing one image / clip
     image_tasks: tuple[TaskKind, ...] = IMAGE_TASKS
     video_tasks: tuple[TaskKind, ...] = VIDEO_TASKS
+
+    @model_validator(mode="after")
+    def _frames_range(self) -> "TaskConfig":
+        if self.min_frames is not None and self.min_frames > self.n_frames:
+            raise ValueError(f"min_frames ({self.min_frames}) is more than n_frames ({self.n_frames})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -258,14 +268,17 @@ def image_examples(sim: SceneSimulator, t_s: float, rng: np.random.Generator,
 
 def video_examples(sim: SceneSimulator, start_s: float, rng: np.random.Generator,
                    cfg: TaskConfig | None = None) -> list[Example]:
-    """Up to `cfg.examples_per_input` different examples about a clip of cfg.n_frames frames at
-    cfg.fps from start_s, sharing one Media.
+    """Up to `cfg.examples_per_input` different examples about a clip of cfg.n_frames frames (a
+    length drawn from [cfg.min_frames, cfg.n_frames] when min_frames is set) at cfg.fps from
+    start_s, sharing one Media.
 
     Timestamps are relative to the clip start, one decimal (0.0, 0.5, 1.0, ... at 2 fps).
     """
     cfg = cfg or TaskConfig()
-    timestamps = tuple(round(k / cfg.fps, 1) for k in range(cfg.n_frames))
-    frames = [sim.frame_at(start_s + k / cfg.fps) for k in range(cfg.n_frames)]
+    # the length is drawn only when asked for, so clips without min_frames keep their random stream
+    n_frames = cfg.n_frames if cfg.min_frames is None else int(rng.integers(cfg.min_frames, cfg.n_frames + 1))
+    timestamps = tuple(round(k / cfg.fps, 1) for k in range(n_frames))
+    frames = [sim.frame_at(start_s + k / cfg.fps) for k in range(n_frames)]
     media = Media(frames=tuple(f.rgb for f in frames), timestamps_s=timestamps)
     return [build_example(kind, media, frames, query, cfg)
             for kind, query in _distinct_questions(rng, cfg.video_tasks, sim, frames, cfg)]

@@ -152,3 +152,31 @@ def test_image_and_video_helpers_use_the_requested_counts():
         assert len({(e.kind, e.prompt) for e in group}) == len(group)
     assert len(clip[0].media.frames) == 10 and clip[0].media.timestamps_s[-1] == 4.5
     assert clip[0].truth.label_maps.shape == (10, 96, 96)
+
+
+def test_clip_lengths_vary_only_when_min_frames_is_set():
+    fixed = [examples_from_seed(s, video=True, width=64, height=64) for s in range(12)]
+    again = [examples_from_seed(s, video=True, width=64, height=64, task_config=TaskConfig(min_frames=None))
+             for s in range(12)]
+    assert [[e.answer for e in x] for x in fixed] == [[e.answer for e in x] for x in again]
+    assert {len(x[0].media.frames) for x in fixed} == {8}
+
+    cfg = TaskConfig(min_frames=2, n_frames=6, examples_per_input=2)
+    lengths = set()
+    for seed in range(40):
+        examples = examples_from_seed(seed, video=True, width=64, height=64, task_config=cfg)
+        n = len(examples[0].media.frames)
+        lengths.add(n)
+        for ex in examples:
+            assert ex.media.timestamps_s == tuple(round(k * 0.5, 1) for k in range(n))
+            assert ex.truth.label_maps.shape[0] == n == len(ex.truth.frame_target_ids)
+            assert parse(ex.answer).ok
+    assert lengths == {2, 3, 4, 5, 6}
+
+
+def test_min_frames_above_n_frames_is_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="min_frames"):
+        TaskConfig(min_frames=9, n_frames=8)
