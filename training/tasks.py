@@ -46,6 +46,11 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     negative_rate: float = Field(0.2, ge=0.0, le=1.0)  # queries whose answer is "There are none."
+    # False (the shipped model's data): a question that repeats an earlier one about the same input
+    # is redrawn freely, and absent combinations (there are many) fill the slots repeated positives
+    # leave: with 6 questions per input about half the counting questions are negatives. True: each
+    # slot's polarity is drawn once at negative_rate and its redraws keep it.
+    keep_negative_rate: bool = False
     all_of_shape_rate: float = Field(0.35, ge=0.0, le=1.0)  # "all circles" instead of "the red circle"
     min_visible_fraction: float = Field(0.3, gt=0.0, le=1.0)
     fps: float = Field(2.0, gt=0.0)
@@ -167,13 +172,16 @@ def _visibility(frames: Sequence[Frame], query: Query, threshold: float):
 
 
 def _choose_query(rng: np.random.Generator, kind: TaskKind, sim: SceneSimulator, frames: Sequence[Frame],
-                  cfg: TaskConfig) -> Query:
-    """A query with an answer (from objects visible enough) or, at negative_rate, one without."""
+                  cfg: TaskConfig, negative: bool | None = None) -> Query:
+    """A query with an answer (from objects visible enough) or one without: at negative_rate, or as
+    `negative` says (a scene with nothing visible enough always gets a negative)."""
     scene_cfg: SceneConfig = sim.config
     seen = [o for f in frames for o in f.objects if o.visible_fraction >= cfg.min_visible_fraction]
     # the counting template always names a colour: "How many red circles are there?"
     all_of_shape = kind not in ("count", "video_count") and rng.random() < cfg.all_of_shape_rate
-    if seen and rng.random() >= cfg.negative_rate:
+    if negative is None:  # (no draw for a scene with nothing seen: the stream the shipped data used)
+        negative = not seen or rng.random() < cfg.negative_rate
+    if seen and not negative:
         o = seen[int(rng.integers(len(seen)))]
         return Query(o.shape, None if all_of_shape else o.color)
     # negatives name a shape / colour combination absent from the whole scene, not merely
@@ -196,6 +204,8 @@ def _distinct_questions(rng: np.random.Generator, kinds: Sequence[TaskKind], sim
                         frames: Sequence[Frame], cfg: TaskConfig) -> list[tuple[TaskKind, Query]]:
     """Up to cfg.examples_per_input different (task, query) pairs: asking the same question twice
     about one input would only repeat a target in its message tree."""
+    if cfg.keep_negative_rate:
+        return _distinct_questions_at_rate(rng, kinds, sim, frames, cfg)
     chosen: list[tuple[TaskKind, Query]] = []
     for _ in range(4 * cfg.examples_per_input):  # a few redraws; small scenes have few questions
         if len(chosen) == cfg.examples_per_input:
@@ -204,6 +214,22 @@ def _distinct_questions(rng: np.random.Generator, kinds: Sequence[TaskKind], sim
         question = (kind, _choose_query(rng, kind, sim, frames, cfg))
         if question not in chosen:
             chosen.append(question)
+    return chosen
+
+
+def _distinct_questions_at_rate(rng: np.random.Generator, kinds: Sequence[TaskKind], sim: SceneSimulator,
+                                frames: Sequence[Frame], cfg: TaskConfig) -> list[tuple[TaskKind, Query]]:
+    """As _distinct_questions, but each slot draws its polarity once and keeps it through 4 redraws;
+    a slot whose polarity has no new question left (a small scene's positives) stays empty."""
+    chosen: list[tuple[TaskKind, Query]] = []
+    for _ in range(cfg.examples_per_input):
+        negative = bool(rng.random() < cfg.negative_rate)
+        for _ in range(4):
+            kind = kinds[int(rng.integers(len(kinds)))]
+            question = (kind, _choose_query(rng, kind, sim, frames, cfg, negative=negative))
+            if question not in chosen:
+                chosen.append(question)
+                break
     return chosen
 
 

@@ -180,3 +180,24 @@ def test_min_frames_above_n_frames_is_refused():
 
     with pytest.raises(ValidationError, match="min_frames"):
         TaskConfig(min_frames=9, n_frames=8)
+
+
+def test_keep_negative_rate_asks_fewer_negatives_than_the_free_redraw():
+    """With 6 questions per input, free redraws let absent combinations fill the slots of repeated
+    positives (about half the counting questions become negatives); keeping each slot's polarity
+    brings the share down (empty scenes and scenes out of positives still add negatives)."""
+    def shares(keep: bool) -> tuple[float, int]:
+        negatives = total = 0
+        for seed in range(80):
+            examples = examples_from_seed(seed, width=96, height=96,
+                                          task_config=TaskConfig(examples_per_input=6, keep_negative_rate=keep))
+            questions = [(e.kind, e.prompt) for e in examples]
+            assert len(set(questions)) == len(questions)  # still all different
+            negatives += sum(e.is_negative for e in examples)
+            total += len(examples)
+        return negatives / total, total
+
+    free, _ = shares(False)
+    kept, _ = shares(True)
+    assert kept < free - 0.05, (kept, free)
+    assert TaskConfig().keep_negative_rate is False  # the shipped model's recipes keep their data
