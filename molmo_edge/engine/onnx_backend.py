@@ -65,8 +65,10 @@ class OnnxOptions(BaseModel):
     graph_optimization_level: Literal["disabled", "basic", "extended", "all"] = "all"
     intra_op_threads: int = Field(0, ge=0, description="threads inside one operator; 0 = ONNX Runtime's default")
     inter_op_threads: int = Field(0, ge=0, description="threads across operators; 0 = ONNX Runtime's default")
-    spin_wait: bool = Field(True, description="idle threads busy-wait for the next run (ONNX Runtime's default, "
-                                              "lowest latency); False frees the cores between calls for other work")
+    spin_wait: bool = Field(True, description="the decoder's idle threads busy-wait for the next token (ONNX "
+                                              "Runtime's default, lowest latency); False frees the cores between "
+                                              "calls for other work. The ViT and connector never spin: see "
+                                              "`spins`")
     verify_hashes: bool = Field(True, description="recompute every file's sha256 when opening the bundle")
     tensorrt_cache_dir: Path | None = Field(None, description="TensorRT EP engine cache; None = "
                                                               "~/.cache/molmo-edge/ort-tensorrt/<bundle hash>")
@@ -245,13 +247,24 @@ class OnnxBackend(Backend):
             options.intra_op_num_threads = self.options.intra_op_threads
         if self.options.inter_op_threads:
             options.inter_op_num_threads = self.options.inter_op_threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options.spin_wait else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spins(name) else "0")
         path = self.bundle.graph_path(name)
         try:
             return ort.InferenceSession(str(path), sess_options=options, providers=self._provider_entries(name))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {exc}); re-export the bundle "
                               "with this molmo-edge, or upgrade onnxruntime") from None
+
+    def spins(self, graph_name: str) -> bool:
+        """Whether this graph's idle intra-op threads busy-wait for its next run.
+
+        Each session has its own thread pool. Spinning pays off only for the decoder, which runs again
+        within a millisecond for the next token; the ViT and connector run once per frame or window
+        and then hand over to another graph, and if their threads kept spinning they would take the
+        cores that graph needs (2 threads on 2 cores, 128-token window: connector 12.6 -> 5.6 ms,
+        prefill 55.7 -> 22.8 ms, window 330 -> 257 ms; docs/benchmarks.md). With one thread there is
+        no pool to spin."""
+        return self.options.spin_wait and graph_name == io.DECODER
 
     def _provider_entries(self, graph_name: str) -> list[Any]:
         entries: list[Any] = []

@@ -213,6 +213,21 @@ def test_session_options_are_applied(bundles):
         assert torch.isfinite(logits).all()
 
 
+def test_only_the_decoder_spins_between_runs(bundles):
+    """The ViT's and connector's pool threads must not busy-wait: they would take the cores the next
+    graph needs (per-session pools); the decoder's do, for the next token, unless told not to."""
+    from molmo_edge.engine.onnx_backend import OnnxBackend, OnnxOptions
+
+    def spinning(options):
+        with OnnxBackend.from_bundle(bundles["tiny"], device="cpu", options=options) as backend:
+            return {name: graph.session.get_session_options().get_session_config_entry(
+                "session.intra_op.allow_spinning") for name, graph in backend.graphs.items()}
+
+    assert spinning(OnnxOptions(intra_op_threads=2, verify_hashes=False)) == {"vit": "0", "connector": "0",
+                                                                              "decoder": "1"}
+    assert set(spinning(OnnxOptions(intra_op_threads=2, verify_hashes=False, spin_wait=False)).values()) == {"0"}
+
+
 @pytest.mark.parametrize("damage", ["flip_byte", "delete_graph", "extra_graph", "edit_manifest"])
 def test_tampered_or_incomplete_bundles_are_refused(bundles, tmp_path, damage):
     import json
