@@ -93,6 +93,22 @@ def test_two_objects_crossing_keep_their_ids(seed):
     assert {t for a in assignments for t in a.values()} == {1, 2}
 
 
+def test_a_point_that_jumps_within_an_object_keeps_its_track():
+    """A weak model puts one object's points 0.14 apart from one window to the next (another part of a
+    large object: the synthetic objects are up to 0.2 wide). Nothing else is near, so it is the same
+    track; the old 0.1 fallback gate started a new one, which is how most of the shipped model's
+    ID switches in `molmo-edge eval --stream` came about."""
+    tracker = WindowTracker()
+    times_a = [k / FPS for k in range(WINDOW_FRAMES)]
+    times_b = [(STRIDE + k) / FPS for k in range(WINDOW_FRAMES)]
+    first = tracker.update([(1, t, 0.50, 0.50) for t in times_a], times_a[0], times_a[-1])
+    second = tracker.update([(7, t, 0.62, 0.57) for t in times_b], times_b[0], times_b[-1])
+    assert second.track_of_window_object == {7: first.track_of_window_object[1]}
+    # far away (0.35) it is a new object
+    third = tracker.update([(3, t, 0.90, 0.90) for t in times_b], times_b[0], times_b[-1])
+    assert third.track_of_window_object[3] != first.track_of_window_object[1]
+
+
 def test_constant_velocity_prediction_picks_the_object_where_the_track_should_be():
     # Object 1 moves right and is hidden for 5 s; when it reappears, object 2 has just appeared
     # where object 1 was last seen. The track must follow the motion, not the nearest old spot.
