@@ -205,6 +205,57 @@ def norm_statistic_nodes(model) -> list[str]:
     return list(dict.fromkeys(chain))
 
 
+def drop_fp16_round_trips(graph) -> int:
+    """Let fp32 nodes feed fp32 nodes directly: remove Cast(fp32 -> fp16) -> Cast(fp16 -> fp32) pairs.
+
+    onnxruntime's fp16 converter wraps every node it keeps in fp32 in its own casts, so two kept nodes
+    in a row still pass their tensor through fp16: Pow(x, 2) -> fp16 -> ReduceMean. That is the
+    overflow keeping them in fp32 was meant to avoid (the shipped model's final norm sees |x| ~ 300 on
+    video prompts: x² = 90 000 became inf and the logits were garbage). The consumers of the fp32
+    copy are rewired to the original fp32 tensor; the fp16 cast stays only if something else reads it.
+    Returns the number of fp16 -> fp32 casts removed.
+    """
+    from onnx import TensorProto
+
+    def cast_to(node) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    producer = {out: node for node in graph.node for out in node.output}
+    graph_outputs = {o.name for o in graph.output}
+    # element types known without running shape inference again: declared values and Cast outputs
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    types.update({n.output[0]: cast_to(n) for n in graph.node if cast_to(n) is not None})
+    replace: dict[str, str] = {}  # fp32 copy made from fp16 -> the fp32 tensor it started as
+    removed = []
+    for node in graph.node:
+        if cast_to(node) != TensorProto.FLOAT or node.output[0] in graph_outputs:
+            continue
+        source = producer.get(node.input[0])
+        if source is None or cast_to(source) != TensorProto.FLOAT16:
+            continue
+        original = source.input[0]
+        if types.get(original) != TensorProto.FLOAT:  # int64 -> fp16 -> fp32 is a conversion: keep it
+            continue
+        replace[node.output[0]] = original
+        removed.append(node)
+    if not removed:
+        return 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in replace:
+                node.input[i] = replace[name]
+    for node in removed:
+        graph.node.remove(node)
+    # fp16 casts nobody reads any more
+    read = {name for node in graph.node for name in node.input} | graph_outputs
+    for node in [n for n in graph.node if cast_to(n) == TensorProto.FLOAT16 and n.output[0] not in read]:
+        graph.node.remove(node)
+    return len(removed)
+
+
 def to_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = True,
             keep_norms_fp32: bool = True, extra_fp32_ops: Sequence[str] = (),
             external_data: bool | None = None) -> Path:
@@ -231,6 +282,8 @@ def to_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = Tru
         disable_shape_infer=model.ByteSize() > EXTERNAL_DATA_THRESHOLD_BYTES,
     )
     log.info("fp16: %d nodes kept in fp32 (%s)", len(node_block_list), ", ".join(node_block_list[:6]))
+    dropped = drop_fp16_round_trips(converted.graph)
+    log.info("fp16: %d fp32 -> fp16 -> fp32 cast round trips removed", dropped)
     topological_sort(converted.graph)
     return _save(converted, onnx_out, external_data)
 

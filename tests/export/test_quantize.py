@@ -74,6 +74,30 @@ def test_fp16_is_close_halves_the_file_and_keeps_norm_statistics_fp32(block_onnx
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.FLOAT] * 2
 
 
+def test_fp16_norm_statistics_stay_fp32_between_the_kept_nodes(block_onnx, tmp_path, make_block_sample):
+    """Activations of a few hundred (a decoder's residual stream; the shipped model's final norm sees
+    ~300 on video prompts) square past fp16's 65504. Keeping Pow and ReduceMean in fp32 helps only if
+    the square is not cast to fp16 on its way between them, which the converter does by itself."""
+    out = to_fp16(block_onnx, tmp_path / "block_fp16.onnx")
+    model = onnx.load(str(out))
+    made_by = {o: n for n in model.graph.node for o in n.output}
+
+    def to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    round_trips = [n.name for n in model.graph.node if to(n) == onnx.TensorProto.FLOAT
+                   and n.input[0] in made_by and to(made_by[n.input[0]]) == onnx.TensorProto.FLOAT16]
+    assert round_trips == []
+    reference, candidate = _session(block_onnx), _session(out)
+    sample = make_block_sample(np.random.default_rng(5), 8)
+    sample["x"] = sample["x"] * 300.0
+    # the block's update y - x (the residual x itself is exact in fp16 at this size and would hide it)
+    update = reference.run(None, sample)[0] - sample["x"]
+    update_fp16 = candidate.run(None, sample)[0] - sample["x"]
+    assert np.isfinite(update_fp16).all()
+    assert np.abs(update - update_fp16).max() / np.abs(update).max() < FP16_MAX_REL  # was 1.0 with the round trip
+
+
 def test_fp16_without_norm_protection_converts_the_statistics_too(block_onnx, tmp_path):
     out = to_fp16(block_onnx, tmp_path / "plain_fp16.onnx", keep_norms_fp32=False)
     inferred = onnx.shape_inference.infer_shapes(onnx.load(str(out)))
