@@ -11,9 +11,9 @@ each asked up to `--questions` different questions. `--n N` sets both counts at 
 summary; `--json OUT` writes the full report (per-task numbers, model, backend, wall time).
 
 `--stream N` scores the streaming pipeline instead (molmo_edge/stream/accuracy.py): N held-out
-scenes streamed through the real Pipeline (window 8, `--stride`, `--duration` seconds of scene),
-the published tracks scored with the same HOTA, next to the offline score of the same model on the
-same frames cut into 8-frame clips.
+scenes streamed through the real Pipeline (`--window` frames, 8 by default, every `--stride` new
+ones, `--duration` seconds of scene), the published tracks scored with the same HOTA, next to the
+offline score of the same model on the same frames cut into clips of `--window` frames.
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="include every prompt, expected answer, model answer and score in the JSON")
     parser.add_argument("--stream", type=int, default=None, metavar="N",
                         help="score the streaming pipeline's tracks on N held-out scenes, next to offline")
+    parser.add_argument("--window", type=int, default=None,
+                        help="with --stream: sampled frames per window and per offline clip (8)")
     parser.add_argument("--stride", type=int, default=None, help="with --stream: a window every K sampled frames (2)")
     parser.add_argument("--duration", type=float, default=None,
                         help="with --stream: seconds of each scene streamed (20)")
@@ -89,12 +91,13 @@ def format_summary(report: dict) -> str:
 
 
 def stream_config(args: argparse.Namespace):
-    """The StreamAccuracyConfig of --stream / --stride / --duration / --seed / --max-new-tokens."""
+    """The StreamAccuracyConfig of --stream / --window / --stride / --duration / --seed / --max-new-tokens."""
     from pydantic import ValidationError
 
     from molmo_edge.stream.accuracy import StreamAccuracyConfig
 
-    values = {"n_scenes": args.stream, "stride": args.stride, "duration_s": args.duration, "seed": args.seed,
+    values = {"n_scenes": args.stream, "window": args.window, "stride": args.stride, "duration_s": args.duration,
+              "seed": args.seed,
               "max_new_tokens": args.max_new_tokens}
     try:
         return StreamAccuracyConfig(**{k: v for k, v in values.items() if v is not None})
@@ -138,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stream is not None:
         return run_stream(args)
-    if args.stride is not None or args.duration is not None:
-        raise InputError("--stride and --duration go with --stream N")
+    if args.window is not None or args.stride is not None or args.duration is not None:
+        raise InputError("--window, --stride and --duration go with --stream N")
     config = eval_config(args)  # before loading the model: bad flags fail fast
     report = evaluate(args.model, config, backend=args.backend, device=args.device, dtype=args.dtype,
                       progress=not args.no_progress)

@@ -54,12 +54,15 @@ def test_cli_eval_stream_writes_json(tiny_checkpoint_dir: Path, tmp_path: Path, 
     from molmo_edge.cli import main
 
     out = tmp_path / "stream.json"
-    code = main(["eval", "--model", str(tiny_checkpoint_dir), "--stream", "1", "--duration", "4", "--stride", "8",
-                 "--max-new-tokens", "8", "--backend", "torch", "--device", "cpu", "--no-progress", "--json", str(out)])
+    code = main(["eval", "--model", str(tiny_checkpoint_dir), "--stream", "1", "--duration", "4", "--window", "4",
+                 "--stride", "4", "--max-new-tokens", "8", "--backend", "torch", "--device", "cpu", "--no-progress",
+                 "--json", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
     assert set(report["stream"]) == set(report["offline"]) == {"hota", "deta", "assa", "id_switches"}
-    assert len(report["scenes"]) == 1 and report["config"]["stride"] == 8
+    assert len(report["scenes"]) == 1 and report["config"]["stride"] == report["config"]["window"] == 4
+    # 4 s at 2 fps = 9 sampled frames: two 4-frame offline clips, each the same window as the stream's
+    assert report["scenes"][0]["clips"] == 2 and report["scenes"][0]["same_answers"] is True
     assert "stream - offline HOTA" in capsys.readouterr().out
 
 
@@ -69,4 +72,6 @@ def test_cli_eval_stream_refuses_bad_settings(tmp_path: Path):
     assert main(["eval", "--stream", "0"]) != 0
     assert main(["eval", "--stream", "1", "--stride", "0"]) != 0
     assert main(["eval", "--stride", "2", "--json", str(tmp_path / "x.json")]) != 0  # --stride without --stream
+    assert main(["eval", "--stream", "1", "--window", "0"]) != 0
+    assert main(["eval", "--window", "4"]) != 0  # --window without --stream
     assert not (tmp_path / "x.json").exists()
