@@ -78,6 +78,17 @@ def describe_model(model, file_name: str) -> GraphSpec:
     return GraphSpec(file=file_name, inputs=inputs, outputs=outputs, opset=default_opset(model))
 
 
+def node_attribute(node, name: str, default=None):
+    """The value of one attribute of an ONNX node (strings decoded), or `default` when it is not set."""
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            value = helper.get_attribute_value(attribute)
+            return value.decode() if isinstance(value, bytes) else value
+    return default
+
+
 def constant_values(graph) -> dict[str, object]:
     """name -> TensorProto of the graph's initializers and Constant nodes (top level only).
 

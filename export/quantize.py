@@ -205,6 +205,13 @@ def norm_statistic_nodes(model) -> list[str]:
     return list(dict.fromkeys(chain))
 
 
+def cast_target(node) -> int | None:
+    """The element type a Cast node converts to (onnx.TensorProto.FLOAT, ...); None for other nodes."""
+    from molmo_edge.export.onnx_io import node_attribute
+
+    return node_attribute(node, "to") if node.op_type == "Cast" else None
+
+
 def drop_fp16_round_trips(graph) -> int:
     """Let fp32 nodes feed fp32 nodes directly: remove Cast(fp32 -> fp16) -> Cast(fp16 -> fp32) pairs.
 
@@ -217,43 +224,33 @@ def drop_fp16_round_trips(graph) -> int:
     """
     from onnx import TensorProto
 
-    def cast_to(node) -> int | None:
-        if node.op_type != "Cast":
-            return None
-        return next((a.i for a in node.attribute if a.name == "to"), None)
-
     producer = {out: node for node in graph.node for out in node.output}
     graph_outputs = {o.name for o in graph.output}
     # element types known without running shape inference again: declared values and Cast outputs
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
     types.update({t.name: t.data_type for t in graph.initializer})
-    types.update({n.output[0]: cast_to(n) for n in graph.node if cast_to(n) is not None})
+    types.update({n.output[0]: cast_target(n) for n in graph.node if n.op_type == "Cast"})
     replace: dict[str, str] = {}  # fp32 copy made from fp16 -> the fp32 tensor it started as
-    removed = []
     for node in graph.node:
-        if cast_to(node) != TensorProto.FLOAT or node.output[0] in graph_outputs:
+        if cast_target(node) != TensorProto.FLOAT or node.output[0] in graph_outputs:
             continue
         source = producer.get(node.input[0])
-        if source is None or cast_to(source) != TensorProto.FLOAT16:
+        if source is None or cast_target(source) != TensorProto.FLOAT16:
             continue
-        original = source.input[0]
-        if types.get(original) != TensorProto.FLOAT:  # int64 -> fp16 -> fp32 is a conversion: keep it
-            continue
-        replace[node.output[0]] = original
-        removed.append(node)
-    if not removed:
+        if types.get(source.input[0]) == TensorProto.FLOAT:  # int64 -> fp16 -> fp32 is a conversion: keep it
+            replace[node.output[0]] = source.input[0]
+    if not replace:
         return 0
-    for node in graph.node:
+    kept = [node for node in graph.node if node.op_type != "Cast" or node.output[0] not in replace]
+    for node in kept:
         for i, name in enumerate(node.input):
-            if name in replace:
-                node.input[i] = replace[name]
-    for node in removed:
-        graph.node.remove(node)
-    # fp16 casts nobody reads any more
-    read = {name for node in graph.node for name in node.input} | graph_outputs
-    for node in [n for n in graph.node if cast_to(n) == TensorProto.FLOAT16 and n.output[0] not in read]:
-        graph.node.remove(node)
-    return len(removed)
+            node.input[i] = replace.get(name, name)
+    # and the fp16 casts nobody reads any more
+    read = {name for node in kept for name in node.input} | graph_outputs
+    kept = [n for n in kept if cast_target(n) != TensorProto.FLOAT16 or n.output[0] in read]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(replace)
 
 
 def to_fp16(onnx_in: str | Path, onnx_out: str | Path, keep_io_types: bool = True,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from molmo_edge.errors import MolmoEdgeError
+from molmo_edge.export.onnx_io import node_attribute
 
 _TABLE_PATH = Path(__file__).resolve().parent / "data" / "trt_supported_ops.json"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -186,16 +187,6 @@ class _Scope:
         return None
 
 
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            value = helper.get_attribute_value(attribute)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def _check_restriction(node, check: str, scope: _Scope) -> tuple[list[str], list[str]]:
     """(violations, notes) for one node under one named rule of the table."""
     violations: list[str] = []
@@ -221,28 +212,28 @@ def _check_restriction(node, check: str, scope: _Scope) -> tuple[list[str], list
         if bad:
             violations.append(f"attribute {bad[0]} is unsupported")
     elif check == "lstm_attrs":
-        if _attr(node, "input_forget", 0) != 0 or _attr(node, "layout", 0) != 0:
+        if node_attribute(node, "input_forget", 0) != 0 or node_attribute(node, "layout", 0) != 0:
             violations.append("input_forget and layout must be 0")
     elif check == "resize_attrs":
-        coord = _attr(node, "coordinate_transformation_mode", "half_pixel")
-        mode = _attr(node, "mode", "nearest")
-        nearest = _attr(node, "nearest_mode", "round_prefer_floor")
+        coord = node_attribute(node, "coordinate_transformation_mode", "half_pixel")
+        mode = node_attribute(node, "mode", "nearest")
+        nearest = node_attribute(node, "nearest_mode", "round_prefer_floor")
         if coord not in _RESIZE_COORD_MODES:
             violations.append(f"coordinate_transformation_mode {coord!r} is unsupported")
         if mode not in _RESIZE_MODES:
             violations.append(f"mode {mode!r} is unsupported (nearest or linear only)")
         if mode == "nearest" and nearest not in _RESIZE_NEAREST_MODES:
             violations.append(f"nearest_mode {nearest!r} is unsupported")
-        if _attr(node, "antialias", 0):
+        if node_attribute(node, "antialias", 0):
             violations.append("antialiasing is unsupported")
-        if _attr(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
+        if node_attribute(node, "keep_aspect_ratio_policy", "stretch") != "stretch":
             violations.append("keep_aspect_ratio_policy must be stretch")
     elif check == "scatternd_reduction":
-        reduction = _attr(node, "reduction", "none")
+        reduction = node_attribute(node, "reduction", "none")
         if reduction != "none":
             violations.append(f"reduction {reduction!r} is unsupported (none only)")
     elif check == "topk_attrs":
-        if _attr(node, "sorted", 1) != 1:
+        if node_attribute(node, "sorted", 1) != 1:
             violations.append("sorted must be 1")
         if len(node.input) > 1:
             k = scope.constant_array(node.input[1])

@@ -97,8 +97,7 @@ def stream_config(args: argparse.Namespace):
     from molmo_edge.stream.accuracy import StreamAccuracyConfig
 
     values = {"n_scenes": args.stream, "window": args.window, "stride": args.stride, "duration_s": args.duration,
-              "seed": args.seed,
-              "max_new_tokens": args.max_new_tokens}
+              "seed": args.seed, "max_new_tokens": args.max_new_tokens}
     try:
         return StreamAccuracyConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:

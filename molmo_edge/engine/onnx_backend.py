@@ -261,9 +261,9 @@ class OnnxBackend(Backend):
         Each session has its own thread pool. Spinning pays off only for the decoder, which runs again
         within a millisecond for the next token; the ViT and connector run once per frame or window
         and then hand over to another graph, and if their threads kept spinning they would take the
-        cores that graph needs (2 threads on 2 cores, 128-token window: connector 12.6 -> 5.6 ms,
-        prefill 55.7 -> 22.8 ms, window 330 -> 257 ms; docs/benchmarks.md). With one thread there is
-        no pool to spin."""
+        cores that graph needs (2 threads on 2 cores, 128-token window: connector 13.1 -> 5.7 ms,
+        prefill 61.2 -> 22.8 ms, window 312 -> 256 ms; docs/benchmarks.md, window_lean_t2*.json).
+        With one thread there is no pool to spin."""
         return self.options.spin_wait and graph_name == io.DECODER
 
     def _provider_entries(self, graph_name: str) -> list[Any]:

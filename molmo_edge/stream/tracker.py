@@ -82,8 +82,9 @@ class TrackerConfig(BaseModel):
     gate_norm: float = Field(0.08, gt=0)  # max mean distance at shared timestamps
     # Max distance to a predicted position ... 0.2 rather than 0.1: the shipped model's points are
     # noisy and not always at the shared timestamps, so with 0.1 the same object kept starting new
-    # tracks. Replayed on two sets of 20 held-out scenes (`molmo-edge eval --stream`): ID switches
-    # 58 -> 35 and 64 -> 39, HOTA 0.339 -> 0.357 and 0.368 -> 0.394; 0.15 and 0.3 were no better.
+    # tracks. On 20 held-out scenes (`molmo-edge eval --stream 20`, docs/daemon.md): ID switches
+    # 58 -> 35, stream HOTA 0.339 -> 0.357; on 20 others, replaying recorded events through the
+    # tracker (a one-off script, not in the repo): 64 -> 39, 0.368 -> 0.394. 0.15 and 0.3: no better.
     fallback_gate_norm: float = Field(0.2, gt=0)
     gate_growth_norm_per_s: float = Field(0.1, ge=0)  # ... plus this much per second unseen
     use_velocity: bool = True  # predict with constant velocity (else: last known position)

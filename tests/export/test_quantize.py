@@ -18,7 +18,8 @@ import pytest
 
 from molmo_edge.calibration.int8 import OnnxCalibrationReader
 from molmo_edge.errors import ConfigError
-from molmo_edge.export.quantize import norm_statistic_nodes, quantize_dynamic_int8, quantize_static_int8, to_fp16
+from molmo_edge.export.quantize import (cast_target, norm_statistic_nodes, quantize_dynamic_int8,
+                                         quantize_static_int8, to_fp16)
 from molmo_edge.export.trt_ops import check_trt_support
 
 FP16_MAX_REL = 1e-2
@@ -81,12 +82,8 @@ def test_fp16_norm_statistics_stay_fp32_between_the_kept_nodes(block_onnx, tmp_p
     out = to_fp16(block_onnx, tmp_path / "block_fp16.onnx")
     model = onnx.load(str(out))
     made_by = {o: n for n in model.graph.node for o in n.output}
-
-    def to(node):
-        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
-
-    round_trips = [n.name for n in model.graph.node if to(n) == onnx.TensorProto.FLOAT
-                   and n.input[0] in made_by and to(made_by[n.input[0]]) == onnx.TensorProto.FLOAT16]
+    round_trips = [n.name for n in model.graph.node if cast_target(n) == onnx.TensorProto.FLOAT
+                   and n.input[0] in made_by and cast_target(made_by[n.input[0]]) == onnx.TensorProto.FLOAT16]
     assert round_trips == []
     reference, candidate = _session(block_onnx), _session(out)
     sample = make_block_sample(np.random.default_rng(5), 8)
