@@ -114,11 +114,21 @@ def generate(backend: "Backend", input_ids: torch.Tensor, mm_token_type_ids: tor
         if logits.shape[-1] < vocab_size:
             raise MolmoEdgeError(f"the {backend.name} backend returned {logits.shape[-1]} logits, expected "
                                  f"{vocab_size}; the backend and the model config disagree")
-        logits = logits[:vocab_size].float()  # [V]: base vocabulary only, image tokens never chosen
+        logits = logits[:vocab_size]  # [V]: base vocabulary only, image tokens never chosen
+        if options.greedy:
+            # argmax returns the first NaN when there is one, so checking the chosen logit checks them
+            # all, without a separate pass over V at every step of the hot loop
+            token = int(torch.argmax(logits))
+            if math.isnan(float(logits[token])):
+                raise nan_error(step)
+            return token
         if bool(torch.isnan(logits).any()):
-            raise MolmoEdgeError(f"the {backend.name} backend produced NaN logits at generation step {step} "
-                                 "(often an fp16 overflow); try float32/bfloat16 or re-export the model")
-        return int(select_next_token(logits[None], sampler, generator)[0])
+            raise nan_error(step)
+        return int(select_next_token(logits[None].float(), sampler, generator)[0])
+
+    def nan_error(step: int) -> MolmoEdgeError:
+        return MolmoEdgeError(f"the {backend.name} backend produced NaN logits at generation step {step} "
+                              "(often an fp16 overflow); try float32/bfloat16 or re-export the model")
 
     start = time.perf_counter()
     logits, state = backend.prefill(input_ids, visual_tokens, mm_token_type_ids)

@@ -123,6 +123,10 @@ class _Graph:
     def run(self, feeds: dict[str, Any], on_host: tuple[str, ...]) -> dict[str, Any]:
         """feeds: numpy arrays (copied to the device) or OrtValues (bound as they are).
         Outputs named in `on_host` come back in host memory; the others stay on the device."""
+        return dict(zip(self.output_names, self.run_in_order(feeds, on_host)))
+
+    def run_in_order(self, feeds: dict[str, Any], on_host: tuple[str, ...]) -> list[Any]:
+        """`run`'s outputs as a list in the graph's output order (the decode step's hot path)."""
         import onnxruntime as ort
 
         binding = self.session.io_binding()
@@ -138,7 +142,7 @@ class _Graph:
             else:
                 binding.bind_output(name, self.device_type, self.device_id)
         self.session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.get_outputs()))
+        return binding.get_outputs()
 
 
 class OnnxBackend(Backend):
@@ -290,11 +294,13 @@ class OnnxBackend(Backend):
         return self.graphs[name]
 
     def _check_decoder_io(self) -> None:
-        expected = io.decoder_input_names(self.config.text.num_hidden_layers)
-        found = self.graphs[io.DECODER].input_names
-        if found != expected:
-            raise BundleError(f"{self.bundle.path}: decoder inputs {found} do not match the model config "
-                              f"({self.config.text.num_hidden_layers} layers: {expected[:7]}...); re-export the bundle")
+        n_layers = self.config.text.num_hidden_layers
+        graph = self.graphs[io.DECODER]
+        for kind, found, expected in (("inputs", graph.input_names, io.decoder_input_names(n_layers)),
+                                      ("outputs", graph.output_names, io.decoder_output_names(n_layers))):
+            if found != expected:
+                raise BundleError(f"{self.bundle.path}: decoder {kind} {found} do not match the model config "
+                                  f"({n_layers} layers: {expected[:7]}...); re-export the bundle")
 
     @staticmethod
     def _check_state(state: BackendState) -> None:
@@ -302,9 +308,9 @@ class OnnxBackend(Backend):
             raise TypeError("decode needs the state returned by this backend's prefill or decode")
 
     def _run_decoder(self, feeds: dict[str, Any], new_length: int) -> tuple[torch.Tensor, OnnxState]:
-        outputs = self._graph(io.DECODER).run(feeds, on_host=("logits",))
-        logits = torch.from_numpy(np.array(outputs.pop("logits").numpy()[0], np.float32, copy=True))  # [V] host
-        past = [outputs[name] for name in io.present_names(self.config.text.num_hidden_layers)]
+        # outputs in the order `_check_decoder_io` checked at load: logits, then present k/v per layer
+        logits, *past = self._graph(io.DECODER).run_in_order(feeds, on_host=("logits",))
+        logits = torch.from_numpy(np.array(logits.numpy()[0], np.float32, copy=True))  # [V] host
         return logits, OnnxState(length=new_length, past=past)
 
 

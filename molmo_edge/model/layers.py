@@ -5,6 +5,7 @@ small variances), as the reference and the Molmo2 training code do.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -37,7 +38,16 @@ class LayerNorm(nn.LayerNorm):
         return y.to(x.dtype)
 
 
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    if torch.onnx.is_in_onnx_export():
+        # The same function spelled out as 0.5x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))), x³ as Pow(x, 3):
+        # ONNX Runtime recognises this chain (its FastGelu fusion) and runs one kernel over the
+        # [N, P, 4·Dv] activations; F.gelu's own export is eight elementwise passes that ORT leaves
+        # as they are (26 of the shipped ViT's 84 ms for 8 frames). TensorRT fuses either form.
+        return (0.5 * x) * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3))))
     return F.gelu(x, approximate="tanh")
 
 

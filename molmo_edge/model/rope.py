@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,6 +103,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim
     """
     x32 = x.to(torch.float32)
     cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, hd]
-    half = head_dim // 2
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    if torch.onnx.is_in_onnx_export():
+        # One MatMul by a constant signed permutation instead of Split -> Neg -> Concat: three nodes
+        # fewer per q and k of every layer in the graph that runs once per generated token. Exact:
+        # each output is one input times ±1 plus zeros.
+        rotated = torch.matmul(x32, rotate_half_matrix(head_dim, x.device))
+    else:
+        half = head_dim // 2
+        rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
     return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+def rotate_half_matrix(head_dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """R [hd, hd] float32 with x @ R == cat(-x[hd/2:], x[:hd/2]) for x [..., hd].
+
+    Built in numpy, so that under export it is one constant, not traced index assignments."""
+    half = head_dim // 2
+    matrix = np.zeros((head_dim, head_dim), np.float32)
+    index = np.arange(half)
+    matrix[index + half, index] = -1.0  # output i < hd/2 takes -x[i + hd/2]
+    matrix[index, index + half] = 1.0  # output i >= hd/2 takes x[i - hd/2]
+    return torch.from_numpy(matrix).to(device)

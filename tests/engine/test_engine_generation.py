@@ -193,9 +193,12 @@ class NanAfterPrefillBackend(WideLogitsBackend):
         return logits, state
 
 
-def test_nan_logits_are_reported_not_decoded(torch_backend):
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.7, "seed": 3}], ids=["greedy", "sampled"])
+def test_nan_logits_are_reported_not_decoded(torch_backend, sampling):
+    """One NaN among finite logits (not the largest of them) is caught on both paths: greedy checks
+    only the chosen logit, which is enough because argmax picks a NaN whenever there is one."""
     from molmo_edge.errors import MolmoEdgeError
 
     ids, mm, tokens, _ = image_prompt(torch_backend)
     with pytest.raises(MolmoEdgeError, match="NaN logits at generation step 1"):
-        generate(NanAfterPrefillBackend(torch_backend), ids, mm, tokens, no_eos(max_new_tokens=4))
+        generate(NanAfterPrefillBackend(torch_backend), ids, mm, tokens, no_eos(max_new_tokens=4, **sampling))

@@ -258,3 +258,30 @@ def test_tampered_or_incomplete_bundles_are_refused(bundles, tmp_path, damage):
     # the original is untouched and still loads
     with load_backend(bundles["tiny"], device="cpu") as backend:
         assert backend.name == "onnx"
+
+
+def test_a_decoder_with_its_outputs_in_another_order_is_refused(bundles, tmp_path):
+    """The decode step takes the decoder's outputs by position (logits, then present k/v per layer),
+    so a graph that lists them in another order must be refused at load, not decoded from."""
+    import shutil
+
+    import onnx
+
+    from molmo_edge.engine.onnx_backend import OnnxBackend, OnnxOptions
+    from molmo_edge.export.bundle import open_bundle, write_manifest
+    from molmo_edge.export.onnx_io import describe_graph
+
+    folder = tmp_path / "reordered"
+    shutil.copytree(bundles["tiny"], folder)
+    model = onnx.load(str(folder / "decoder.onnx"))
+    outputs = list(model.graph.output)
+    outputs[1], outputs[2] = outputs[2], outputs[1]  # present_key_0 <-> present_value_0
+    del model.graph.output[:]
+    model.graph.output.extend(outputs)
+    onnx.save(model, str(folder / "decoder.onnx"))
+    manifest = open_bundle(folder, verify=False).manifest
+    graphs = dict(manifest.graphs)
+    graphs["decoder"] = describe_graph(folder / "decoder.onnx").model_copy(update={"file": graphs["decoder"].file})
+    write_manifest(folder, manifest.model_copy(update={"graphs": graphs}))
+    with pytest.raises(BundleError, match="decoder outputs .* do not match the model config"):
+        OnnxBackend.from_bundle(folder, device="cpu", options=OnnxOptions(verify_hashes=False))
