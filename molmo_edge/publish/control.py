@@ -28,7 +28,8 @@ import zmq
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from molmo_edge.errors import MolmoEdgeError
-from molmo_edge.publish.curve import CurveAuthenticator, CurveServerConfig, make_server_socket_secure
+from molmo_edge.publish.curve import (CurveAuthenticator, CurveServerConfig, make_server_socket_secure,
+                                      start_authenticator)
 from molmo_edge.publish.endpoints import DEFAULT_CONTROL_ENDPOINT, bind
 from molmo_edge.publish.zmq_resources import close_zmq
 
@@ -160,9 +161,7 @@ class ControlServer:
             return self
         self._context = zmq.Context()
         try:
-            if self.config.curve is not None:
-                self._auth = CurveAuthenticator(self._context, self.config.curve)
-                self._auth.start()
+            self._auth = start_authenticator(self._context, self.config.curve)
             socket = self._context.socket(zmq.ROUTER)
             socket.setsockopt(zmq.LINGER, 0)
             socket.setsockopt(zmq.RCVHWM, 100)  # a flood of requests queues at most this many

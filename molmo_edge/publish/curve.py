@@ -138,3 +138,17 @@ class CurveAuthenticator:
         if self._started:
             self._auth.stop()
             self._started = False
+
+
+def start_authenticator(context: zmq.Context, config: CurveServerConfig | None) -> CurveAuthenticator | None:
+    """The started ZAP authenticator of `context` for `config`, or None when the socket is not
+    CURVE-secured. A failed start stops the thread it began, so the caller has nothing to clean."""
+    if config is None:
+        return None
+    auth = CurveAuthenticator(context, config)
+    try:
+        auth.start()
+    except BaseException:
+        auth.stop()
+        raise
+    return auth

@@ -21,7 +21,8 @@ from typing import Any
 import zmq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from molmo_edge.publish.curve import CurveAuthenticator, CurveServerConfig, make_server_socket_secure
+from molmo_edge.publish.curve import (CurveAuthenticator, CurveServerConfig, make_server_socket_secure,
+                                      start_authenticator)
 from molmo_edge.publish.endpoints import DEFAULT_EVENTS_ENDPOINT, DEFAULT_LATEST_ENDPOINT, bind
 from molmo_edge.publish.schema import DEFAULT_TOPIC, check_topic, encode_payload, query_topic, single_frame
 from molmo_edge.publish.zmq_resources import close_zmq
@@ -76,9 +77,7 @@ class EventPublisher:
         # An own context: its CURVE authenticator (one per context) and its shutdown are ours alone.
         self._context = zmq.Context()
         try:
-            if self.config.curve is not None:
-                self._auth = CurveAuthenticator(self._context, self.config.curve)
-                self._auth.start()
+            self._auth = start_authenticator(self._context, self.config.curve)
             self._socket = self._make_socket(conflate=False)
             self.endpoint = bind(self._socket, self.config.endpoint, "event publisher", self._secured)
             if self.config.latest_endpoint is not None:
