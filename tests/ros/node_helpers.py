@@ -125,13 +125,13 @@ def visible_shape_query(scene: SceneSimulator, start_s: float = 0.0, end_s: floa
     visible object is most visible at its worst moment between start_s and end_s (sampled every
     0.5 s). A node's first window comes seconds after the camera starts (the model loads), so the
     query has to hold for the whole run, not only at t = 0."""
-    worst: dict[str, float] = {}
+    worst = {o.shape: 1.0 for o in scene.objects}  # in the scene's order: ties break the same way every run
     for t_s in np.arange(start_s, end_s + 1e-9, 0.5):
         best_now: dict[str, float] = {}
         for o in scene.frame_at(float(t_s)).objects:
             best_now[o.shape] = max(best_now.get(o.shape, 0.0), o.visible_fraction)
-        for shape in set(worst) | set(best_now):
-            worst[shape] = min(worst.get(shape, 1.0), best_now.get(shape, 0.0))
+        for shape in worst:
+            worst[shape] = min(worst[shape], best_now.get(shape, 0.0))
     shape = max(worst, key=worst.get, default=None)
     if shape is None or worst[shape] < 0.5:
         raise ValueError(f"scene {scene.seed} keeps no shape well in view from {start_s} to {end_s} s")

@@ -1,4 +1,5 @@
-"""The chance level the cross-process node test compares the shipped model's points with."""
+"""The chance level the cross-process node test compares the shipped model's points with, and the
+query it asks."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,12 @@ import pytest
 
 pytest.importorskip("rclpy")
 from molmo_edge.training.scenes import SceneSimulator  # noqa: E402
-from tests.ros.node_helpers import chance_tail_probability, object_under, shape_area_fraction  # noqa: E402
+from tests.ros.node_helpers import (  # noqa: E402
+    chance_tail_probability,
+    object_under,
+    shape_area_fraction,
+    visible_shape_query,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -45,3 +51,15 @@ def test_the_area_fraction_bounds_where_object_under_finds_the_shape():
     assert on_shape.any() and on_shape.mean() <= fraction < 1.0
     assert shape_area_fraction(scene, 0.5, shape) == pytest.approx(
         np.isin(frame.label_map, [o.object_id for o in frame.objects if o.shape == shape]).mean())
+
+
+def test_the_query_names_a_shape_that_stays_in_view_for_the_whole_run():
+    """The node's first window comes seconds after the camera starts: a shape seen only at t = 0
+    (seed 5's triangle leaves by 6.5 s) would leave the points nothing to land on."""
+    scene = SceneSimulator(5, 256, 256)
+    shape, query = visible_shape_query(scene, 0.0, 40.0)
+    assert query == f"Track all {shape}s." and shape != "triangle"
+    for t_s in np.arange(0.0, 40.0, 0.25):  # finer than the helper samples
+        assert max(o.visible_fraction for o in scene.frame_at(float(t_s)).objects if o.shape == shape) >= 0.4
+    with pytest.raises(ValueError, match="keeps no shape"):
+        visible_shape_query(SceneSimulator(5, 256, 256, n_objects=0))
