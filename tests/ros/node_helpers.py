@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -98,8 +99,6 @@ def shape_area_fraction(scene: SceneSimulator, t_s: float, shape: str, grow_px: 
     """Chance level for `object_under(..., grow_px)` landing on a `shape`: the fraction of the
     image within grow_px of a visible `shape` pixel (an upper bound: object_under takes the
     majority label of the window, this counts any `shape` pixel in it)."""
-    import cv2
-
     frame = scene.frame_at(t_s)
     ids = [o.object_id for o in frame.objects if o.shape == shape]
     mask = np.isin(frame.label_map, ids).astype(np.uint8)  # [H, W] 1 on a visible `shape` pixel
